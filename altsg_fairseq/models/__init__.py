@@ -1,0 +1,1 @@
+from .qrnn_lm import QRNNLanguageModel  # noqa: F401 (registers qrnn_lm)

@@ -1,0 +1,89 @@
+"""A quasi-recurrent layer (Bradbury et al., 2017), as used by AWD-QRNN."""
+
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor, nn
+
+from .forget_mult import forget_mult
+from .regularizers import WeightDropLinear
+
+
+class QRNNState(NamedTuple):
+    """What one layer carries from one segment to the next.
+
+    cell: (B, H) the last cell state c_T (not h_T).
+    prev_x: (B, I) the layer's last input, for a window-2 layer (else None);
+        never carries gradient into the previous segment.
+    """
+
+    cell: Tensor
+    prev_x: Optional[Tensor]
+
+    def detach(self) -> "QRNNState":
+        return QRNNState(self.cell.detach(), None if self.prev_x is None else self.prev_x.detach())
+
+
+class QRNNLayer(nn.Module):
+    """One QRNN layer with fo-pooling.
+
+    A linear map of the window's inputs (x_t, and x_{t-1} when ``window`` is
+    2) gives Z (tanh), F (sigmoid) and O (sigmoid); then
+    c_t = f_t * z_t + (1 - f_t) * c_{t-1} and h_t = o_t * c_t.
+
+    Zoneout ``zoneout`` acts on F: in training F is multiplied by a
+    Bernoulli(1 - p) mask (a zero keeps the old state); in evaluation F is
+    scaled by (1 - p). ``weight_dropout`` is DropConnect on the linear weight.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        window: int = 1,
+        zoneout: float = 0.0,
+        weight_dropout: float = 0.0,
+        output_gate: bool = True,
+    ):
+        super().__init__()
+        if window not in (1, 2):
+            raise ValueError(f"QRNNLayer supports window 1 or 2, got {window}")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.window = window
+        self.zoneout = zoneout
+        self.output_gate = output_gate
+        gates = 3 if output_gate else 2
+        self.linear = WeightDropLinear(window * input_size, gates * hidden_size, weight_dropout)
+
+    def forward(self, x: Tensor, state: Optional[QRNNState] = None):
+        """x: (T, B, I); state: the previous segment's QRNNState or None.
+
+        Returns (h, new_state): h (T, B, H) and the QRNNState after step T,
+        whose cell keeps its graph (detach it to truncate backpropagation).
+        """
+        cell = None if state is None else state.cell
+        if self.window == 2:
+            prev = None if state is None else state.prev_x
+            first = x[:1] * 0 if prev is None else prev.unsqueeze(0).detach()
+            x_window = torch.cat([x, torch.cat([first, x[:-1]], 0)], 2)
+        else:
+            x_window = x
+        gates = self.linear(x_window).chunk(3 if self.output_gate else 2, dim=2)
+        z = torch.tanh(gates[0])
+        f = torch.sigmoid(gates[1])
+        if self.zoneout > 0:
+            if self.training:
+                f = f * f.new_empty(f.shape).bernoulli_(1 - self.zoneout)
+            else:
+                f = f * (1 - self.zoneout)
+        c = forget_mult(f, z, cell)
+        h = torch.sigmoid(gates[2]) * c if self.output_gate else c
+        prev_x = x[-1].detach() if self.window == 2 else None
+        return h, QRNNState(c[-1], prev_x)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.input_size}, {self.hidden_size}, window={self.window}, "
+            f"zoneout={self.zoneout}, output_gate={self.output_gate}"
+        )

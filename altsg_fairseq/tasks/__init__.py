@@ -1,0 +1,1 @@
+from .alternating_lm import AlternatingLMTask  # noqa: F401 (registers alternating_lm)

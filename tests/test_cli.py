@@ -1,0 +1,85 @@
+"""The real fairseq command-line tools, end to end on the sample corpus."""
+
+import json
+import math
+import re
+
+import pytest
+
+from conftest import REPO, TRAIN_FLAGS, run_cli
+
+
+
+
+def eval_lm(data, checkpoint, *args):
+    proc = run_cli("fairseq-eval-lm", data, "--user-dir", REPO / "altsg_fairseq", "--task", "alternating_lm",
+                   "--path", checkpoint, "--cpu", *args)
+    out = proc.stdout + proc.stderr
+    loss = float(re.search(r"Loss \(base 2\): ([0-9.]+)", out).group(1))
+    tokens = int(re.search(r"Evaluated ([0-9,]+) tokens", out).group(1).replace(",", ""))
+    return loss, tokens
+
+
+@pytest.fixture(scope="module")
+def trained(sample_bin, tmp_path_factory):
+    save = tmp_path_factory.mktemp("ckpt")
+    proc = run_cli("fairseq-train", sample_bin, *TRAIN_FLAGS, "--batch-size", "8", "--batch-size-valid", "10",
+                   "--bptt", "35", "--max-update", "6", "--save-dir", save)
+    return save, proc.stdout + proc.stderr
+
+
+def test_train_logs_falling_loss(trained):
+    _, log = trained
+    steps = [json.loads(line[line.index("{"):]) for line in log.splitlines() if "train_inner" in line]
+    assert len(steps) == 6
+    assert all(math.isfinite(float(s["loss"])) for s in steps)
+    assert float(steps[-1]["nll_loss"]) < float(steps[0]["nll_loss"])
+
+
+def test_eval_lm_matches_validation_of_training(trained, sample_bin):
+    save, log = trained
+    valid = [json.loads(line[line.index("{"):]) for line in log.splitlines() if "valid_loss" in line][-1]
+    loss, tokens = eval_lm(sample_bin, save / "checkpoint_last.pt", "--gen-subset", "valid", "--batch-size", "10", "--bptt", "35")
+    assert abs(loss - float(valid["valid_nll_loss"])) < 1e-3
+    n = 21945  # tokens of the sample's valid split (words + one eos per line)
+    assert tokens == 10 * (n // 10 - 1)
+
+
+def test_eval_lm_batch_sizes_differ_only_at_row_boundaries(trained, sample_bin):
+    save, _ = trained
+    one, n1 = eval_lm(sample_bin, save / "checkpoint_last.pt", "--gen-subset", "valid", "--batch-size", "1", "--bptt", "35")
+    ten, n10 = eval_lm(sample_bin, save / "checkpoint_last.pt", "--gen-subset", "valid", "--batch-size", "10", "--bptt", "35")
+    assert n1 == 21945 - 1 and n1 - n10 < 20
+    assert abs(one - ten) < 0.02
+
+
+def test_checkpoint_loads_with_default_torch_load(trained):
+    """PyTorch's default weights_only unpickler, in a process without the plugin."""
+    save, _ = trained
+    import subprocess
+    import sys
+    code = f"import torch; s = torch.load({str(save / 'checkpoint_last.pt')!r}); print(sorted(s))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "model" in out
+
+
+@pytest.mark.parametrize("case,args,message", [
+    ("missing data", ["/nonexistent/data-bin", "--batch-size", "4"], "data directory '/nonexistent/data-bin' does not exist"),
+    ("bptt below 1", ["{data}", "--bptt", "0", "--batch-size", "4"], "--bptt must be at least 1"),
+    ("batch too big", ["{data}", "--batch-size", "100000"], "lower --batch-size"),
+])
+def test_bad_input_gives_one_clear_line(case, args, message, sample_bin, tmp_path):
+    args = [a.format(data=sample_bin) for a in args]
+    proc = run_cli("fairseq-train", *args, *TRAIN_FLAGS, "--max-update", "1", "--save-dir", tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("altsg_fairseq: error:") and message in last
+
+
+def test_split_not_binarized(trained, sample_bin):
+    save, _ = trained
+    proc = run_cli("fairseq-eval-lm", sample_bin, "--user-dir", REPO / "altsg_fairseq", "--task", "alternating_lm",
+                   "--path", save / "checkpoint_last.pt", "--gen-subset", "dev", "--cpu", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "split 'dev' is not in" in proc.stderr.strip().splitlines()[-1]
