@@ -2,9 +2,15 @@
 
 Use it with ``--user-dir altsg_fairseq``: importing the package registers the
 ``alternating_lm`` task, the ``qrnn_lm`` model and the
-``synthetic_gradient_lm`` criterion.
+``synthetic_gradient_lm`` criterion. The pure-PyTorch ``altsg_fairseq.modules``
+also work where fairseq is not installed.
 """
 
-from . import criterions, models, tasks  # noqa: F401
-
 __version__ = "0.1.0"
+
+try:
+    import fairseq  # noqa: F401
+except ImportError:  # modules/ alone (e.g. a GPU check without fairseq)
+    pass
+else:
+    from . import criterions, models, tasks  # noqa: F401

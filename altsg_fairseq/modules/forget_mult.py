@@ -6,14 +6,32 @@
 optional initial state ``h0`` of shape (B, H) (zeros when omitted) and returns
 every state ``c`` of shape (T, B, H).
 
-This file holds the reference implementation: a plain loop over time, kept
-as the oracle that every faster backend is tested against.
+Backends:
+  * ``reference``: a plain loop over time with autograd; the test oracle.
+  * ``cpu``: compiled kernels (numba, ``forget_mult_cpu.py``).
+  * ``cuda``: CuPy CUDA kernels (``forget_mult_cuda.py``), with a chunked
+    parallel scan for long sequences with few columns.
+``auto`` (the default) takes ``cuda`` for CUDA tensors and ``cpu`` for CPU
+tensors, falling back to ``reference`` (with one warning) when the compiled
+path is not installed. The switch: the ``backend`` argument, whose default
+comes from the environment variable ``ALTSG_FORGET_MULT``
+(auto / reference / cpu / cuda).
 """
 
+import os
+import warnings
 from typing import Optional
 
 import torch
 from torch import Tensor
+
+from . import forget_mult_cuda
+
+BACKENDS = ("auto", "reference", "cpu", "cuda")
+
+
+class BackendUnavailable(RuntimeError):
+    """A forget-mult backend was asked for that cannot run here."""
 
 
 def _check_inputs(f: Tensor, x: Tensor, h0: Optional[Tensor]) -> None:
@@ -37,15 +55,118 @@ def forget_mult_reference(f: Tensor, x: Tensor, h0: Optional[Tensor] = None) -> 
     _check_inputs(f, x, h0)
     c = h0
     states = []
-    for t in range(f.size(0)):
-        c = f[t] * x[t] if c is None else f[t] * x[t] + (1 - f[t]) * c
+    # unbind, not f[t]: indexing's backward would write a full-size zero
+    # gradient per step (quadratic in T)
+    for fx_t, keep_t in zip((f * x).unbind(0), (1 - f).unbind(0)):
+        c = fx_t if c is None else fx_t + keep_t * c
         states.append(c)
     return torch.stack(states)
 
 
-def forget_mult(f: Tensor, x: Tensor, h0: Optional[Tensor] = None) -> Tensor:
+class _NumbaKernels:
+    """The compiled CPU kernels on (T, N) float32/float64 tensors."""
+
+    def __init__(self):
+        from . import forget_mult_cpu  # imports numba
+
+        self.impl = forget_mult_cpu
+
+    def forward(self, f, x, h0):
+        c = torch.empty_like(f)
+        self.impl.forget_mult_forward(f.numpy(), x.numpy(), h0.numpy(), c.numpy())
+        return c
+
+    def backward(self, f, x, h0, c, grad_c):
+        grad_f, grad_x, grad_h0 = torch.empty_like(f), torch.empty_like(x), torch.empty_like(h0)
+        self.impl.forget_mult_backward(
+            f.numpy(), x.numpy(), h0.numpy(), c.numpy(), grad_c.numpy(),
+            grad_f.numpy(), grad_x.numpy(), grad_h0.numpy(),
+        )
+        return grad_f, grad_x, grad_h0
+
+
+_numba_kernels = None
+_warned = set()
+
+
+def _cpu_kernels(explicit: bool):
+    global _numba_kernels
+    if _numba_kernels is None:
+        try:
+            _numba_kernels = _NumbaKernels()
+        except ImportError as e:
+            if explicit:
+                raise BackendUnavailable(
+                    f"the compiled CPU forget-mult needs numba ({e}); pip install numba, "
+                    f"or use ALTSG_FORGET_MULT=reference"
+                ) from e
+            if "numba" not in _warned:
+                _warned.add("numba")
+                warnings.warn(f"numba is not available ({e}): forget_mult uses the slow reference loop")
+            return None
+    return _numba_kernels
+
+
+class _CompiledForgetMult(torch.autograd.Function):
+    """Autograd around a kernel pair working on (T, N) contiguous tensors."""
+
+    @staticmethod
+    def forward(ctx, kernels, f, x, h0, has_h0):
+        T, B, H = f.shape
+        f2, x2, h02 = (t.contiguous().view(-1, B * H) for t in (f, x, h0))
+        h02 = h02.view(B * H)
+        c = kernels.forward(f2, x2, h02)
+        ctx.kernels, ctx.has_h0 = kernels, has_h0
+        ctx.save_for_backward(f2, x2, h02, c)
+        return c.view(T, B, H)
+
+    @staticmethod
+    def backward(ctx, grad_c):
+        f2, x2, h02, c = ctx.saved_tensors
+        T = f2.size(0)
+        grad_f, grad_x, grad_h0 = ctx.kernels.backward(f2, x2, h02, c, grad_c.contiguous().view_as(c))
+        shape = (T,) + tuple(grad_c.shape[1:])
+        return None, grad_f.view(shape), grad_x.view(shape), grad_h0.view(shape[1:]) if ctx.has_h0 else None, None
+
+
+def _resolve(backend: Optional[str], device: torch.device):
+    """The kernels to use, or None for the reference loop."""
+    backend = backend or os.environ.get("ALTSG_FORGET_MULT", "auto")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown forget_mult backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "reference":
+        return None
+    if backend == "cuda" or (backend == "auto" and device.type == "cuda"):
+        if device.type != "cuda":
+            raise BackendUnavailable("the CUDA forget-mult needs CUDA tensors; move the model to a GPU or use ALTSG_FORGET_MULT=auto")
+        if forget_mult_cuda.cupy_or_none() is None:
+            if backend == "cuda":
+                raise BackendUnavailable(f"the CUDA forget-mult needs CuPy, which is not installed: {forget_mult_cuda.INSTALL_HINT}")
+            if "cupy" not in _warned:
+                _warned.add("cupy")
+                warnings.warn(f"CuPy is not installed, forget_mult uses the slow reference loop on the GPU: {forget_mult_cuda.INSTALL_HINT}")
+            return None
+        return forget_mult_cuda
+    if device.type != "cpu":
+        if backend == "cpu":
+            raise BackendUnavailable(f"the compiled CPU forget-mult needs CPU tensors, got {device.type}")
+        return None
+    return _cpu_kernels(explicit=backend == "cpu")
+
+
+def forget_mult(f: Tensor, x: Tensor, h0: Optional[Tensor] = None, backend: Optional[str] = None) -> Tensor:
     """All states of the forget-mult recurrence.
 
-    f, x: (T, B, H); h0: (B, H) or None (zeros). Returns c: (T, B, H).
+    f, x: (T, B, H); h0: (B, H) or None (zeros). Returns c: (T, B, H), in the
+    dtype of f. ``backend``: see the module docstring.
     """
-    return forget_mult_reference(f, x, h0)
+    _check_inputs(f, x, h0)
+    kernels = _resolve(backend, f.device)
+    if kernels is None:
+        return forget_mult_reference(f, x, h0)
+    dtype = f.dtype if f.dtype in (torch.float32, torch.float64) else torch.float32
+    has_h0 = h0 is not None
+    if not has_h0:
+        h0 = f.new_zeros(f.shape[1:])
+    c = _CompiledForgetMult.apply(kernels, f.to(dtype), x.to(dtype), h0.to(dtype), has_h0)
+    return c.to(f.dtype)
