@@ -1,9 +1,9 @@
 """altsg_fairseq: alternating synthetic and real gradients for fairseq.
 
 Use it with ``--user-dir altsg_fairseq``: importing the package registers the
-``alternating_lm`` task, the ``qrnn_lm`` model and the
-``synthetic_gradient_lm`` criterion. The pure-PyTorch ``altsg_fairseq.modules``
-also work where fairseq is not installed.
+``alternating_lm`` task, the ``qrnn_lm`` model, the ``synthetic_gradient_lm``
+criterion and the ``warm_restarts`` lr scheduler. The pure-PyTorch
+``altsg_fairseq.modules`` also work where fairseq is not installed.
 """
 
 __version__ = "0.1.0"
@@ -13,4 +13,4 @@ try:
 except ImportError:  # modules/ alone (e.g. a GPU check without fairseq)
     pass
 else:
-    from . import criterions, models, tasks  # noqa: F401
+    from . import criterions, models, optim, tasks  # noqa: F401

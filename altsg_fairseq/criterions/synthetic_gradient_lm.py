@@ -1,4 +1,4 @@
-"""``synthetic_gradient_lm``: cross-entropy + AR + TAR for stateful LMs."""
+"""``synthetic_gradient_lm``: the AWD loss, with synthetic gradients at the carried state."""
 
 import math
 from dataclasses import dataclass, field
@@ -9,6 +9,14 @@ from fairseq import metrics
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 
+from ..modules import QRNNState
+from ..modules.synthetic_gradient import TrainSynthesizer, inject
+
+
+def upcast(t: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 -> float32 for losses; other dtypes unchanged."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
 
 @dataclass
 class SyntheticGradientLMConfig(FairseqDataclass):
@@ -18,11 +26,18 @@ class SyntheticGradientLMConfig(FairseqDataclass):
 
 @register_criterion("synthetic_gradient_lm", dataclass=SyntheticGradientLMConfig)
 class SyntheticGradientLMCriterion(FairseqCriterion):
-    """The AWD language-model loss.
+    """The AWD language-model loss, and the meeting of synthetic and real gradients.
 
     The returned loss is summed over target tokens, as fairseq expects:
     sum of cross-entropies + ntokens * (AR + TAR), so that divided by the
     sample size it is the per-batch mean loss of the reference.
+
+    With the task's synthesizer (``--use-sg``), in training: the carried
+    start state s_0 is routed through ``TrainSynthesizer`` so that the true
+    gradient arriving there trains the synthesizer's prediction S(s_0); in
+    synthetic phases a zero-valued term injects --sg-scale * S(s_T) at the end
+    state. Both happen inside fairseq's one backward pass; the logged loss
+    and perplexity stay the real ones.
     """
 
     def __init__(self, task, alpha: float, beta: float):
@@ -31,16 +46,22 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
         self.beta = beta
 
     def forward(self, model, sample, reduce=True):
-        logits, extra = model(**sample["net_input"])
-        target = sample["target"]
-        nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), target.reshape(-1), reduction="sum")
-        ntokens = sample["ntokens"]
+        net_input, ntokens = sample["net_input"], sample["ntokens"]
+        synthesizer = getattr(self.task, "synthesizer", None) if model.training else None
+        logging_output = {}
+        if synthesizer is None:
+            logits, extra = model(**net_input)
+        else:
+            start, probe = self.start_state(model, net_input, synthesizer, ntokens, logging_output)
+            logits, extra = model(**net_input, state=start)
+        target, logits = sample["target"], upcast(logits)
+        nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), reduction="sum")
         loss = nll
         ar = tar = nll.new_zeros(())
         if model.training:
             ar, tar = self.activation_penalties(extra)
             loss = nll + ntokens * (ar + tar)
-        logging_output = {
+        logging_output.update({
             "loss": loss.data,
             "nll_loss": nll.data,
             "ar": ar.data * ntokens,
@@ -48,15 +69,54 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
             "ntokens": ntokens,
             "nsentences": sample["nsentences"],
             "sample_size": ntokens,
-        }
+        })
+        if synthesizer is not None:
+            loss = loss + probe
+            if self.task.synthetic:
+                loss = loss + self.injection(extra["final_state"], synthesizer, ntokens, logging_output)
         return loss, ntokens, logging_output
+
+    def start_state(self, model, net_input, synthesizer, ntokens, logging_output):
+        """The start state, wrapped so that its true gradient trains the synthesizer.
+
+        Returns (per-layer QRNNStates to start from, the zero-valued probe).
+        """
+        decoder = model.decoder
+        carried = decoder.carried_state(net_input["stream"], net_input["reset"])
+        if carried is None:
+            param = next(model.parameters())
+            cells = param.new_zeros(net_input["src_tokens"].size(0), sum(decoder.state_sizes))
+        else:
+            cells = torch.cat([s.cell for s in carried], 1)
+        dtype = next(synthesizer.parameters()).dtype
+        g_hat = synthesizer(cells.detach().to(dtype))
+        doubled = self.task.cfg.sg_target == "paper" and self.task.synthetic
+        logging_output.update({"sg_steps": 1, "sg_loss": 0.0, "sg_norm_ratio": 0.0, "sg_skipped": 0,
+                               "sg_on": int(self.task.synthetic)})
+        cells, probe = TrainSynthesizer.apply(cells, g_hat, ntokens, doubled, logging_output)
+        start = [
+            QRNNState(cell, None if carried is None else s.prev_x)
+            for cell, s in zip(cells.split(decoder.state_sizes, 1), carried or [None] * len(decoder.state_sizes))
+        ]
+        return start, probe
+
+    def injection(self, final_state, synthesizer, ntokens, logging_output):
+        """Zero-valued term injecting --sg-scale * S(s_T) at the end state (per-token units)."""
+        end = torch.cat([s.cell for s in final_state], 1)
+        g_hat = synthesizer(end.detach().to(next(synthesizer.parameters()).dtype)).detach()
+        if not torch.isfinite(g_hat).all():  # never let a broken synthesizer reach the model
+            logging_output["sg_skipped"] = 1
+            logging_output["sg_on"] = 0
+            synthesizer.reset_state()
+            return end.new_zeros(())
+        return inject(end, g_hat, self.task.cfg.sg_scale * ntokens)
 
     def activation_penalties(self, extra):
         """AR and TAR of reference section 2, as 0-dim tensors."""
-        dropped, raw = extra["dropped_last"], extra["raw_last"]
-        ar = self.alpha * dropped.float().pow(2).mean()
+        dropped, raw = (upcast(extra[k]) for k in ("dropped_last", "raw_last"))
+        ar = self.alpha * dropped.pow(2).mean()
         if raw.size(0) > 1:
-            tar = self.beta * (raw[1:] - raw[:-1]).float().pow(2).mean()
+            tar = self.beta * (raw[1:] - raw[:-1]).pow(2).mean()
         else:
             tar = ar.new_zeros(())
         return ar, tar
@@ -73,6 +133,12 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
         metrics.log_scalar("ar", total("ar") / ntokens, ntokens, round=4)
         metrics.log_scalar("tar", total("tar") / ntokens, ntokens, round=4)
         metrics.log_derived("ppl", lambda meters: 2 ** meters["nll_loss"].avg)
+        steps = total("sg_steps")
+        if steps > 0:
+            metrics.log_scalar("sg_loss", total("sg_loss") / steps, steps)
+            metrics.log_scalar("sg_norm_ratio", total("sg_norm_ratio") / steps, steps, round=3)
+            metrics.log_scalar("sg_on", total("sg_on") / steps, steps, round=2)
+            metrics.log_scalar("sg_skipped", total("sg_skipped"), 0, round=0)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:

@@ -121,9 +121,22 @@ class QRNNLanguageModel(FairseqLanguageModel):
     ``qrnn_lm_ptb`` and ``qrnn_lm_wt2`` (the seed's 4 x 1550, emsize 400).
     """
 
+    def __init__(self, decoder):
+        super().__init__(decoder)
+        # (get, set) callables of the task: training state kept in the
+        # model's checkpoint entry, e.g. the synthesizer and its optimizer
+        self.extra_state_hooks = None
+
     @classmethod
     def build_model(cls, cfg, task):
         return cls(QRNNDecoder(cfg, task.target_dictionary))
+
+    def get_extra_state(self) -> dict:
+        return self.extra_state_hooks[0]() if self.extra_state_hooks else {}
+
+    def set_extra_state(self, state: dict) -> None:
+        if self.extra_state_hooks and state:
+            self.extra_state_hooks[1](state)
 
 
 def _set_defaults(args, **defaults):

@@ -3,15 +3,18 @@
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import List, Optional
 
 import torch
+from fairseq import distributed_utils
 from fairseq.data import Dictionary, data_utils, iterators
-from fairseq.dataclass import FairseqDataclass
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
 from ..errors import UsageError
+from ..modules.schedule import check_epochs, synthetic_on
+from ..modules.synthesizer import CORES, Synthesizer
 from .bptt_windows import BPTTWindowDataset, TokenStream
 
 logger = logging.getLogger(__name__)
@@ -21,6 +24,19 @@ logger = logging.getLogger(__name__)
 class AlternatingLMConfig(FairseqDataclass):
     data: Optional[str] = field(default=None, metadata={"help": "directory of fairseq-preprocess --only-source output (dict.txt, train.bin/.idx, ...)"})
     bptt: int = field(default=70, metadata={"help": "base window length of truncated BPTT; training windows vary around it (the seed's runs use 200)"})
+    use_sg: bool = field(default=False, metadata={"help": "train a synthesizer of the gradient at the carried state (DNI); it injects synthetic gradients in synthetic phases"})
+    sg_type: ChoiceEnum(CORES) = field(default="qrnn", metadata={"help": "recurrent core of the synthesizer"})
+    sg_hidden: int = field(default=50, metadata={"help": "hidden size of the synthesizer's core"})
+    sg_layers: int = field(default=1, metadata={"help": "layers of the synthesizer's core"})
+    sg_dropout: float = field(default=0.1, metadata={"help": "dropout between the synthesizer core's layers"})
+    sg_scale: float = field(default=0.1, metadata={"help": "factor of the synthetic gradient injected at the end state"})
+    sg_target: ChoiceEnum(["paper", "dni"]) = field(default="paper", metadata={"help": "synthesizer update: 'paper' reproduces the seed (its output gradient is 2*(2*g_hat - g_true) in synthetic phases, 2*(g_hat - g_true) in real ones); 'dni' always 2*(g_hat - g_true)"})
+    sg_lr: float = field(default=1e-3, metadata={"help": "constant learning rate of the synthesizer's own Adam (its weight decay is the model optimizer's)"})
+    fix_sg: bool = field(default=False, metadata={"help": "freeze the synthesizer (no updates)"})
+    resume_sg: Optional[str] = field(default=None, metadata={"help": "checkpoint of an earlier --use-sg run to take the synthesizer and its optimizer state from"})
+    whenswitch: List[int] = field(default_factory=list, metadata={"help": "epochs at whose start synthetic gradients are toggled on/off (off at first)"})
+    mixture: bool = field(default=False, metadata={"help": "alternate: toggle synthetic gradients at every warm restart (--restart-base)"})
+    restart_base: List[int] = field(default_factory=list, metadata={"help": "warm restarts: one value B restarts after epochs B, 2B, 4B, ...; several values are the restart epochs. Used by --mixture and by --lr-scheduler warm_restarts --restart-lr"})
     seed: int = II("common.seed")
     train_subset: str = II("dataset.train_subset")
 
@@ -35,15 +51,37 @@ class AlternatingLMTask(FairseqTask):
     next. The state restarts at the beginning of every pass over a split.
     """
 
+    LIST_FLAGS = ("whenswitch", "restart_base")
+
     def __init__(self, cfg: AlternatingLMConfig, dictionary: Dictionary):
         super().__init__(cfg)
         self.dictionary = dictionary
         self._lr_scales = []
+        self.synthesizer: Optional[Synthesizer] = None
+        self.sg_optimizer: Optional[torch.optim.Optimizer] = None
+        self.epoch = 1
+        self.synthetic = False
+
+    @classmethod
+    def add_args(cls, parser):
+        super().add_args(parser)
+        epochs_as_lists(parser, cls.LIST_FLAGS)
 
     @classmethod
     def setup_task(cls, cfg: AlternatingLMConfig, **kwargs):
         if cfg.bptt < 1:
             raise UsageError(f"--bptt must be at least 1, got {cfg.bptt}")
+        try:
+            check_epochs("--whenswitch", cfg.whenswitch)
+            check_epochs("--restart-base", cfg.restart_base, increasing=True)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        if cfg.mixture and not cfg.restart_base:
+            raise UsageError("--mixture toggles synthetic gradients at warm restarts: add --restart-base B [B ...]")
+        sg_only = [flag for flag, on in [("--whenswitch", cfg.whenswitch), ("--mixture", cfg.mixture),
+                                         ("--fix-sg", cfg.fix_sg), ("--resume-sg", cfg.resume_sg)] if on]
+        if sg_only and not cfg.use_sg:
+            raise UsageError(f"{', '.join(sg_only)} only act on the synthesizer: add --use-sg")
         if not cfg.data:
             raise UsageError("no data directory given; pass the fairseq-preprocess --destdir as the first argument")
         data = cfg.data.split(os.pathsep)[0]
@@ -110,21 +148,90 @@ class AlternatingLMTask(FairseqTask):
             raise UsageError("--context-window is not supported: alternating_lm carries the recurrent state across windows instead")
         return self._windows(dataset, batch_size or 1, False, num_shards, shard_id).next_epoch_itr(shuffle=False)
 
+    # ---- the synthesizer ------------------------------------------------------
+
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        if self.cfg.use_sg:
+            self.synthesizer = Synthesizer(str(self.cfg.sg_type), self.cfg.sg_hidden, self.cfg.sg_layers, self.cfg.sg_dropout)
+            self.sg_optimizer = torch.optim.Adam(self.synthesizer.parameters(), lr=self.cfg.sg_lr)
+            model.extra_state_hooks = (self.synthesizer_state, self.load_synthesizer_state)
+            if self.cfg.resume_sg:
+                self.load_synthesizer_state(read_synthesizer_state(self.cfg.resume_sg), source=self.cfg.resume_sg)
+            logger.info(f"synthesizer: {self.synthesizer} ({sum(p.numel() for p in self.synthesizer.parameters()):,} parameters)")
+        return model
+
+    def synthesizer_state(self) -> dict:
+        """What a checkpoint keeps of the synthesizer (inside the model's extra state)."""
+        return {
+            "synthesizer_config": {"core": str(self.cfg.sg_type), "hidden": self.cfg.sg_hidden, "layers": self.cfg.sg_layers},
+            "synthesizer": self.synthesizer.state_dict(),
+            "synthesizer_optimizer": self.sg_optimizer.state_dict(),
+        }
+
+    def load_synthesizer_state(self, state: dict, source: str = "the checkpoint") -> None:
+        if "synthesizer" not in state:
+            if source != "the checkpoint":
+                raise UsageError(f"--resume-sg {source}: the checkpoint has no synthesizer (was it trained with --use-sg?)")
+            return
+        mine = self.synthesizer_state()["synthesizer_config"]
+        theirs = state.get("synthesizer_config")
+        if theirs != mine:
+            raise UsageError(
+                f"the synthesizer in {source} ({theirs}) does not match this run's ({mine}); "
+                f"use the same --sg-type/--sg-hidden/--sg-layers"
+            )
+        self.synthesizer.load_state_dict(state["synthesizer"])
+        self.sg_optimizer.load_state_dict(state["synthesizer_optimizer"])
+
+    def begin_epoch(self, epoch, model):
+        self.epoch = epoch
+        self.synthetic = self.cfg.use_sg and synthetic_on(epoch, self.cfg.whenswitch, self.cfg.mixture, self.cfg.restart_base)
+        self._epoch_logged = False
+        if self.synthesizer is not None:
+            self.synthesizer.reset_state()
+
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         self._lr_scales.append(sample.get("lr_scale", 1.0))
+        if self.synthesizer is not None:
+            self.synthesizer.to(next(model.parameters()).device).train()
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
     def optimizer_step(self, optimizer, model, update_num):
-        """Step with the lr scaled by this update's window length / bptt."""
+        """Step with the lr scaled by this update's window length / bptt; then
+        step the synthesizer's own optimizer (constant lr, not clipped)."""
         scale = sum(self._lr_scales) / len(self._lr_scales) if self._lr_scales else 1.0
-        self._lr_scales = []
+        steps, self._lr_scales = max(len(self._lr_scales), 1), []
         lr = optimizer.get_lr()
+        if not self._epoch_logged:
+            self._epoch_logged = True
+            sg = f", synthetic gradients {'on' if self.synthetic else 'off'}" if self.cfg.use_sg else ""
+            logger.info(f"epoch {self.epoch:03d}: lr {lr:g}{sg}")
         optimizer.set_lr(lr * scale)
         optimizer.step()
         optimizer.set_lr(lr)
+        if self.synthesizer is not None:
+            self._step_synthesizer(optimizer, steps)
+
+    def _step_synthesizer(self, optimizer, steps: int) -> None:
+        params = list(self.synthesizer.parameters())
+        if not self.cfg.fix_sg:
+            flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
+            world = distributed_utils.get_data_parallel_world_size() if torch.distributed.is_initialized() else 1
+            if world > 1:  # every worker takes part, so the all-reduce never waits
+                torch.distributed.all_reduce(flat, group=distributed_utils.get_data_parallel_group())
+            flat /= world * steps  # the mean over workers and accumulated windows
+            for p, g in zip(params, flat.split([p.numel() for p in params])):
+                p.grad = g.view_as(p)
+            weight_decay = optimizer.param_groups[0].get("weight_decay", 0.0)
+            for group in self.sg_optimizer.param_groups:
+                group["weight_decay"] = weight_decay
+            self.sg_optimizer.step()
+        self.sg_optimizer.zero_grad(set_to_none=True)
 
     def max_positions(self):
         return None
+
 
     @property
     def source_dictionary(self):
@@ -133,3 +240,21 @@ class AlternatingLMTask(FairseqTask):
     @property
     def target_dictionary(self):
         return self.dictionary
+
+
+def epochs_as_lists(parser, names) -> None:
+    """Let list-of-epochs flags take space-separated values (--restart-base 160 320)."""
+    for action in parser._actions:
+        if action.dest in names:
+            action.nargs, action.type, action.default = "*", int, []
+
+
+def read_synthesizer_state(path: str) -> dict:
+    """The synthesizer part of a checkpoint's model state, with clear errors."""
+    if not os.path.isfile(path):
+        raise UsageError(f"--resume-sg {path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu")
+    except Exception as e:  # a truncated or foreign file
+        raise UsageError(f"--resume-sg {path}: cannot read it as a checkpoint ({type(e).__name__}: {e})") from None
+    return state.get("model", {}).get("_extra_state") or {}

@@ -1,0 +1,95 @@
+"""The element-wise recurrent synthetic-gradient module (DNI).
+
+Given a language model's carried state, (B, S) numbers, the synthesizer
+predicts the gradient of the loss with respect to every one of them. Each
+number is treated alone ("element-wise", feature size 1): multiplied by noise
+from Normal(1, ``noise_std``) in training, mapped by Linear(1, hidden), run
+through a recurrent core and mapped back by Linear(hidden, 1).
+
+Cores (``core``):
+  * ``gru`` / ``lstm``: every state element is its own batch item, with its
+    own recurrent state carried from call to call (a sequence of length 1).
+  * ``qrnn``: the B * S elements form ONE sequence (batch 1), so the
+    recurrence runs across the elements; first layer window 2, zoneout 0.1.
+The core's recurrent state persists across calls (detached each time) until
+``reset_state()``.
+"""
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .qrnn import QRNNLayer
+
+CORES = ("qrnn", "gru", "lstm")
+
+
+class Synthesizer(nn.Module):
+    def __init__(self, core: str = "qrnn", hidden: int = 50, layers: int = 1, dropout: float = 0.1,
+                 noise_std: float = 0.5, zoneout: float = 0.1):
+        super().__init__()
+        if core not in CORES:
+            raise ValueError(f"unknown synthesizer core {core!r}; choose one of {', '.join(CORES)}")
+        self.core_type, self.hidden, self.num_layers = core, hidden, layers
+        self.dropout, self.noise_std = dropout, noise_std
+        self.encoder = nn.Linear(1, hidden)
+        self.decoder = nn.Linear(hidden, 1)
+        if core == "qrnn":
+            self.core = nn.ModuleList(
+                QRNNLayer(hidden, hidden, window=2 if n == 0 else 1, zoneout=zoneout) for n in range(layers)
+            )
+        else:
+            rnn = nn.GRU if core == "gru" else nn.LSTM
+            self.core = rnn(hidden, hidden, layers, dropout=dropout if layers > 1 else 0.0, batch_first=True)
+            for name, weight in self.core.named_parameters():
+                if name.startswith("weight"):
+                    nn.init.orthogonal_(weight)
+        for linear in (self.encoder, self.decoder):
+            nn.init.uniform_(linear.weight, -0.1, 0.1)
+            nn.init.zeros_(linear.bias)
+        self.state = None
+
+    def reset_state(self) -> None:
+        self.state = None
+
+    def forward(self, carried: Tensor) -> Tensor:
+        """carried: (B, S) state values. Returns (B, S) synthetic gradients."""
+        values = carried.reshape(-1, 1)
+        if self.training and self.noise_std > 0:
+            values = values * torch.empty_like(values).normal_(1.0, self.noise_std)
+        h = self.encoder(values)  # (N, hidden)
+        if self.core_type == "qrnn":
+            h = self._run_qrnn(h.unsqueeze(1)).squeeze(1)
+        else:
+            h = self._run_rnn(h.unsqueeze(1)).squeeze(1)
+        return self.decoder(h).view_as(carried)
+
+    def _run_qrnn(self, x: Tensor) -> Tensor:
+        """x: (N, 1, hidden), one sequence of N elements."""
+        state = self.state or [None] * len(self.core)
+        new_state = []
+        for n, layer in enumerate(self.core):
+            x, s = layer(x, state[n])
+            new_state.append(s.detach())
+            if n < len(self.core) - 1:
+                x = F.dropout(x, self.dropout, self.training)
+        self.state = new_state
+        return x
+
+    def _run_rnn(self, x: Tensor) -> Tensor:
+        """x: (N, 1, hidden), N batch items of one step each."""
+        state = self.state if self._state_fits(x.size(0)) else None
+        out, new_state = self.core(x, state)
+        self.state = tuple(s.detach() for s in new_state) if isinstance(new_state, tuple) else new_state.detach()
+        return out
+
+    def _state_fits(self, n: int) -> bool:
+        if self.state is None:
+            return False
+        h = self.state[0] if isinstance(self.state, tuple) else self.state
+        return h.size(1) == n
+
+    def extra_repr(self) -> str:
+        return f"core={self.core_type}, hidden={self.hidden}, layers={self.num_layers}, noise_std={self.noise_std}"

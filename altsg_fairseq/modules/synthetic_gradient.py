@@ -1,0 +1,57 @@
+"""Where synthetic and real gradients meet, inside ONE backward pass.
+
+``TrainSynthesizer.apply(state, g_hat, ntokens, doubled, stats)`` returns
+``(state_out, probe)``. ``state_out`` equals ``state`` and replaces it in the
+forward pass; ``probe`` is a zero scalar to be added to the loss. In the
+backward pass the gradient arriving at ``state_out`` is the true gradient
+(of the summed loss, times any loss scale) and the gradient arriving at
+``probe`` is exactly that loss scale, so the function recovers
+
+    g_true = grad(state_out) / (loss_scale * ntokens)
+
+the gradient of the per-token mean loss, and sends the synthesizer's output
+the regression gradient 2 * (k * g_hat - g_true) (k = 2 when ``doubled``: the
+seed's update in synthetic phases, where its two backward passes make the
+prediction count twice; else k = 1). It writes into ``stats`` (a dict):
+``sg_loss`` = sum((g_hat - g_true)^2), ``sg_norm_ratio`` = |g_hat| / |g_true|
+and ``sg_finite`` (1 or 0).
+
+``inject(end_state, g_hat_end, weight)`` is a zero-valued term whose
+gradient with respect to ``end_state`` is ``weight * g_hat_end``: added to
+the loss it injects a synthetic gradient at the end of the segment.
+"""
+
+import torch
+from torch import Tensor
+
+
+class TrainSynthesizer(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, state: Tensor, g_hat: Tensor, ntokens: int, doubled: bool, stats: dict):
+        """state: (B, S) the segment's start state; g_hat: (B, S) its predicted gradient."""
+        ctx.ntokens, ctx.doubled, ctx.stats = ntokens, doubled, stats
+        ctx.save_for_backward(g_hat)
+        return state.clone(), state.new_zeros((), dtype=torch.float32)
+
+    @staticmethod
+    def backward(ctx, grad_state: Tensor, grad_probe: Tensor):
+        (g_hat,) = ctx.saved_tensors
+        loss_scale = 0.0 if grad_probe is None else float(grad_probe)
+        if grad_state is None or loss_scale == 0.0:  # e.g. a dummy batch with the loss zeroed
+            return grad_state, torch.zeros_like(g_hat), None, None, None
+        g_true = grad_state.to(g_hat.dtype) / (loss_scale * ctx.ntokens)
+        error = g_hat - g_true
+        finite = bool(torch.isfinite(error).all())
+        ctx.stats["sg_finite"] = float(finite)
+        if not finite:
+            return grad_state, torch.zeros_like(g_hat), None, None, None
+        ctx.stats["sg_loss"] = error.detach().pow(2).sum()
+        ctx.stats["sg_norm_ratio"] = g_hat.detach().norm() / g_true.norm().clamp_min(1e-30)
+        k = 2.0 if ctx.doubled else 1.0
+        return grad_state, 2 * (k * g_hat - g_true), None, None, None
+
+
+def inject(end_state: Tensor, g_hat_end: Tensor, weight: float) -> Tensor:
+    """A zero-valued scalar whose gradient at end_state (B, S) is weight * g_hat_end."""
+    term = (end_state * (weight * g_hat_end.detach().to(end_state.dtype))).sum()
+    return term - term.detach()

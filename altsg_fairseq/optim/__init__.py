@@ -1,0 +1,1 @@
+from .warm_restarts import WarmRestartsSchedule  # noqa: F401 (registers warm_restarts)

@@ -1,0 +1,134 @@
+"""The single-backward meeting of synthetic and real gradients against the
+seed's procedure (reference section 5), written out independently here."""
+
+import copy
+
+import pytest
+import torch
+from fairseq import options, tasks
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+from altsg_fairseq.modules import QRNNState
+from altsg_fairseq.modules.synthesizer import Synthesizer
+from conftest import REPO
+
+V, B, T = 40, 3, 9
+
+
+def build(tmp_path, *flags):
+    """Task, model (float64) and criterion through fairseq's registries."""
+    (tmp_path / "dict.txt").write_text("".join(f"w{i} 1\n" for i in range(V - 4)))
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, [
+        str(tmp_path), "--user-dir", str(REPO / "altsg_fairseq"), "--task", "alternating_lm", "--arch", "qrnn_lm",
+        "--criterion", "synthetic_gradient_lm", "--embed-dim", "6", "--hidden-dim", "8", "--use-sg",
+        "--sg-hidden", "5", "--dropout", "0.2", "--dropout-hidden", "0.1", "--weight-drop", "0.1", *flags,
+    ])
+    cfg = convert_namespace_to_omegaconf(args)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model).double().train()
+    task.synthesizer.double()
+    return task, model, task.build_criterion(cfg.criterion)
+
+
+def sample(tokens, first):
+    return {
+        "net_input": {"src_tokens": tokens[:, :-1], "src_lengths": None, "stream": "train", "reset": first},
+        "target": tokens[:, 1:], "ntokens": tokens[:, 1:].numel(), "nsentences": tokens.size(0),
+    }
+
+
+def grads(module):
+    return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+
+
+def zero(*modules):
+    for m in modules:
+        for p in m.parameters():
+            p.grad = None
+
+
+def seed_procedure(model, synth: Synthesizer, s, synthetic: bool, scale=0.1, alpha=2.0, beta=1.0):
+    """The seed: S(s_0) trained by a hook at s_0 that fires on every backward
+    pass; the injection as its own backward pass, then the loss's."""
+    carried = model.decoder.carried["train"]
+    s0 = torch.cat([c.cell for c in carried], 1).detach()
+    g0 = synth(s0)
+    s0w = s0.clone().requires_grad_()
+    s0w.register_hook(lambda g: torch.autograd.backward(g0, 2 * (g0 - g), retain_graph=True))
+    state = [QRNNState(cell, c.prev_x) for cell, c in zip(s0w.split(model.decoder.state_sizes, 1), carried)]
+    logits, extra = model(s["net_input"]["src_tokens"], stream="train", state=state)
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, V), s["target"].reshape(-1))
+    raw, dropped = extra["raw_last"], extra["dropped_last"]
+    loss = ce + alpha * dropped.pow(2).mean() + beta * (raw[1:] - raw[:-1]).pow(2).mean()
+    if synthetic:
+        sT = torch.cat([c.cell for c in extra["final_state"]], 1)
+        gT = synth(sT.detach()).detach()
+        sT.backward(scale * gT, retain_graph=True)
+    loss.backward()
+
+
+@pytest.mark.parametrize("core", ["qrnn", "gru", "lstm"])
+@pytest.mark.parametrize("synthetic", [False, True])
+@pytest.mark.parametrize("target", ["paper", "dni"])
+def test_single_backward_equals_the_seed(tmp_path, core, synthetic, target):
+    task, model, criterion = build(tmp_path, "--sg-type", core, "--sg-target", target)
+    synth = task.synthesizer
+    torch.manual_seed(0)
+    tokens = torch.randint(4, V, (B, 2 * T + 1))
+    task.synthetic = synthetic
+    # a first window gives a non-zero carried state and synthesizer state
+    loss, _, _ = criterion(model, sample(tokens[:, : T + 1], True))
+    loss.backward()
+    zero(model, synth)
+    carried, synth_state = copy.deepcopy(model.decoder.carried), copy.deepcopy(synth.state)
+
+    torch.manual_seed(1)
+    s = sample(tokens[:, T:], False)
+    loss, ntokens, log = criterion(model, s)
+    (loss * 8.0).backward()  # as under a loss scale of 8
+    model_grads = {n: g / (8.0 * ntokens) for n, g in grads(model).items()}
+    synth_grads = grads(synth)
+    assert log["sg_on"] == int(synthetic) and log["sg_loss"] > 0
+
+    zero(model, synth)
+    model.decoder.carried, synth.state = carried, synth_state
+    torch.manual_seed(1)
+    if target == "paper" or not synthetic:
+        seed_procedure(model, synth, s, synthetic)
+    else:  # the textbook update: the hook sees the whole gradient once
+        seed_dni(model, synth, s)
+    for name, g in grads(model).items():
+        torch.testing.assert_close(model_grads[name], g, rtol=1e-6, atol=1e-9, msg=name)
+    assert synth_grads.keys() == grads(synth).keys()
+    for name, g in grads(synth).items():
+        torch.testing.assert_close(synth_grads[name], g, rtol=1e-6, atol=1e-9, msg=name)
+
+
+def seed_dni(model, synth, s, scale=0.1):
+    """One backward of loss + injection, the hook firing once: 2 * (g_hat - g_total)."""
+    carried = model.decoder.carried["train"]
+    s0 = torch.cat([c.cell for c in carried], 1).detach()
+    g0 = synth(s0)
+    s0w = s0.clone().requires_grad_()
+    s0w.register_hook(lambda g: torch.autograd.backward(g0, 2 * (g0 - g), retain_graph=True))
+    state = [QRNNState(cell, c.prev_x) for cell, c in zip(s0w.split(model.decoder.state_sizes, 1), carried)]
+    logits, extra = model(s["net_input"]["src_tokens"], stream="train", state=state)
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, V), s["target"].reshape(-1))
+    raw, dropped = extra["raw_last"], extra["dropped_last"]
+    loss = ce + 2.0 * dropped.pow(2).mean() + (raw[1:] - raw[:-1]).pow(2).mean()
+    sT = torch.cat([c.cell for c in extra["final_state"]], 1)
+    gT = synth(sT.detach()).detach()
+    (loss + (scale * gT * sT).sum()).backward()
+
+
+def test_logged_loss_is_the_real_one(tmp_path):
+    task, model, criterion = build(tmp_path)
+    tokens = torch.randint(4, V, (B, T + 1))
+    task.synthetic = True
+    torch.manual_seed(2)
+    loss, ntokens, log = criterion(model, sample(tokens, True))
+    assert torch.allclose(loss, log["loss"])  # the injection and probe add zero
+    model.eval()
+    _, _, plain = criterion(model, sample(tokens, True))
+    assert "sg_steps" not in plain  # evaluation never uses the synthesizer
