@@ -52,7 +52,10 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
         if synthesizer is None:
             logits, extra = model(**net_input)
         else:
-            start, probe = self.start_state(model, net_input, synthesizer, ntokens, logging_output)
+            # fairseq divides the summed loss's gradient by the tokens of all
+            # data-parallel workers: the per-token units of the synthetic side
+            norm = ntokens * self.task.data_parallel_world_size
+            start, probe = self.start_state(model, net_input, synthesizer, norm, logging_output)
             logits, extra = model(**net_input, state=start)
         target, logits = sample["target"], upcast(logits)
         nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), reduction="sum")
@@ -73,11 +76,14 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
         if synthesizer is not None:
             loss = loss + probe
             if self.task.synthetic:
-                loss = loss + self.injection(extra["final_state"], synthesizer, ntokens, logging_output)
+                loss = loss + self.injection(extra["final_state"], synthesizer, norm, logging_output)
         return loss, ntokens, logging_output
 
-    def start_state(self, model, net_input, synthesizer, ntokens, logging_output):
+    def start_state(self, model, net_input, synthesizer, norm, logging_output):
         """The start state, wrapped so that its true gradient trains the synthesizer.
+
+        ``norm``: the token count that turns summed-loss gradients into the
+        per-token mean gradient the reference trains against.
 
         Returns (per-layer QRNNStates to start from, the zero-valued probe).
         """
@@ -91,16 +97,16 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
         dtype = next(synthesizer.parameters()).dtype
         g_hat = synthesizer(cells.detach().to(dtype))
         doubled = self.task.cfg.sg_target == "paper" and self.task.synthetic
-        logging_output.update({"sg_steps": 1, "sg_loss": 0.0, "sg_norm_ratio": 0.0, "sg_skipped": 0,
+        logging_output.update({"sg_steps": 1, "sg_elements": cells.numel(), "sg_loss": 0.0, "sg_norm_ratio": 0.0, "sg_skipped": 0,
                                "sg_on": int(self.task.synthetic)})
-        cells, probe = TrainSynthesizer.apply(cells, g_hat, ntokens, doubled, logging_output)
+        cells, probe = TrainSynthesizer.apply(cells, g_hat, norm, doubled, logging_output)
         start = [
             QRNNState(cell, None if carried is None else s.prev_x)
             for cell, s in zip(cells.split(decoder.state_sizes, 1), carried or [None] * len(decoder.state_sizes))
         ]
         return start, probe
 
-    def injection(self, final_state, synthesizer, ntokens, logging_output):
+    def injection(self, final_state, synthesizer, norm, logging_output):
         """Zero-valued term injecting --sg-scale * S(s_T) at the end state (per-token units)."""
         end = torch.cat([s.cell for s in final_state], 1)
         g_hat = synthesizer(end.detach().to(next(synthesizer.parameters()).dtype)).detach()
@@ -109,7 +115,7 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
             logging_output["sg_on"] = 0
             synthesizer.reset_state()
             return end.new_zeros(())
-        return inject(end, g_hat, self.task.cfg.sg_scale * ntokens)
+        return inject(end, g_hat, self.task.cfg.sg_scale * norm)
 
     def activation_penalties(self, extra):
         """AR and TAR of reference section 2, as 0-dim tensors."""
@@ -135,7 +141,7 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
         metrics.log_derived("ppl", lambda meters: 2 ** meters["nll_loss"].avg)
         steps = total("sg_steps")
         if steps > 0:
-            metrics.log_scalar("sg_loss", total("sg_loss") / steps, steps)
+            metrics.log_scalar("sg_loss", total("sg_loss") / total("sg_elements"), steps)
             metrics.log_scalar("sg_norm_ratio", total("sg_norm_ratio") / steps, steps, round=3)
             metrics.log_scalar("sg_on", total("sg_on") / steps, steps, round=2)
             metrics.log_scalar("sg_skipped", total("sg_skipped"), 0, round=0)

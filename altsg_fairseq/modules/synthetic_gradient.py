@@ -13,7 +13,7 @@ the gradient of the per-token mean loss, and sends the synthesizer's output
 the regression gradient 2 * (k * g_hat - g_true) (k = 2 when ``doubled``: the
 seed's update in synthetic phases, where its two backward passes make the
 prediction count twice; else k = 1). It writes into ``stats`` (a dict):
-``sg_loss`` = sum((g_hat - g_true)^2), ``sg_norm_ratio`` = |g_hat| / |g_true|
+``sg_loss`` = sum((g_hat - g_true)^2) (the criterion logs it per element), ``sg_norm_ratio`` = |g_hat| / |g_true|
 and ``sg_finite`` (1 or 0).
 
 ``inject(end_state, g_hat_end, weight)`` is a zero-valued term whose

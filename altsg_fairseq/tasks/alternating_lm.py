@@ -29,6 +29,7 @@ class AlternatingLMConfig(FairseqDataclass):
     sg_hidden: int = field(default=50, metadata={"help": "hidden size of the synthesizer's core"})
     sg_layers: int = field(default=1, metadata={"help": "layers of the synthesizer's core"})
     sg_dropout: float = field(default=0.1, metadata={"help": "dropout between the synthesizer core's layers"})
+    sg_noise: float = field(default=0.5, metadata={"help": "standard deviation of the multiplicative Normal(1, std) noise on the synthesizer's inputs in training"})
     sg_scale: float = field(default=0.1, metadata={"help": "factor of the synthetic gradient injected at the end state"})
     sg_target: ChoiceEnum(["paper", "dni"]) = field(default="paper", metadata={"help": "synthesizer update: 'paper' reproduces the seed (its output gradient is 2*(2*g_hat - g_true) in synthetic phases, 2*(g_hat - g_true) in real ones); 'dni' always 2*(g_hat - g_true)"})
     sg_lr: float = field(default=1e-3, metadata={"help": "constant learning rate of the synthesizer's own Adam (its weight decay is the model optimizer's)"})
@@ -153,7 +154,8 @@ class AlternatingLMTask(FairseqTask):
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)
         if self.cfg.use_sg:
-            self.synthesizer = Synthesizer(str(self.cfg.sg_type), self.cfg.sg_hidden, self.cfg.sg_layers, self.cfg.sg_dropout)
+            self.synthesizer = Synthesizer(str(self.cfg.sg_type), self.cfg.sg_hidden, self.cfg.sg_layers,
+                                           self.cfg.sg_dropout, noise_std=self.cfg.sg_noise)
             self.sg_optimizer = torch.optim.Adam(self.synthesizer.parameters(), lr=self.cfg.sg_lr)
             model.extra_state_hooks = (self.synthesizer_state, self.load_synthesizer_state)
             if self.cfg.resume_sg:
@@ -183,6 +185,12 @@ class AlternatingLMTask(FairseqTask):
             )
         self.synthesizer.load_state_dict(state["synthesizer"])
         self.sg_optimizer.load_state_dict(state["synthesizer_optimizer"])
+
+    @property
+    def data_parallel_world_size(self) -> int:
+        if not torch.distributed.is_initialized():
+            return 1
+        return distributed_utils.get_data_parallel_world_size()
 
     def begin_epoch(self, epoch, model):
         self.epoch = epoch
@@ -217,10 +225,11 @@ class AlternatingLMTask(FairseqTask):
         params = list(self.synthesizer.parameters())
         if not self.cfg.fix_sg:
             flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
-            world = distributed_utils.get_data_parallel_world_size() if torch.distributed.is_initialized() else 1
-            if world > 1:  # every worker takes part, so the all-reduce never waits
+            if self.data_parallel_world_size > 1:  # every worker takes part, so the all-reduce never waits
                 torch.distributed.all_reduce(flat, group=distributed_utils.get_data_parallel_group())
-            flat /= world * steps  # the mean over workers and accumulated windows
+            # the synthesizer's loss sums over state elements: workers' rows add
+            # up as one worker holding all rows would; accumulated windows average
+            flat /= steps
             for p, g in zip(params, flat.split([p.numel() for p in params])):
                 p.grad = g.view_as(p)
             weight_decay = optimizer.param_groups[0].get("weight_decay", 0.0)
