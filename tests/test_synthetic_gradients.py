@@ -132,3 +132,32 @@ def test_logged_loss_is_the_real_one(tmp_path):
     model.eval()
     _, _, plain = criterion(model, sample(tokens, True))
     assert "sg_steps" not in plain  # evaluation never uses the synthesizer
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_synthesizer_steps_unless_fixed(tmp_path, fixed):
+    from fairseq.optim import build_optimizer
+
+    (tmp_path / "dict.txt").write_text("".join(f"w{i} 1\n" for i in range(V - 4)))
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, [
+        str(tmp_path), "--user-dir", str(REPO / "altsg_fairseq"), "--task", "alternating_lm", "--arch", "qrnn_lm",
+        "--criterion", "synthetic_gradient_lm", "--optimizer", "adam", "--lr", "1e-3", "--weight-decay", "0.01",
+        "--use-sg", *(["--fix-sg"] if fixed else []),
+    ])
+    cfg = convert_namespace_to_omegaconf(args)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    criterion = task.build_criterion(cfg.criterion)
+    optimizer = build_optimizer(cfg.optimizer, list(model.parameters()))
+    task.begin_epoch(1, model)
+    before = copy.deepcopy(task.synthesizer.state_dict())
+    task.train_step(sample(torch.randint(4, V, (B, T + 1)), True), model, criterion, optimizer, 0)
+    task.optimizer_step(optimizer, model, 0)
+    after = task.synthesizer.state_dict()
+    changed = any(not torch.equal(before[k], after[k]) for k in before)
+    assert changed != fixed
+    assert all(p.grad is None for p in task.synthesizer.parameters())
+    if not fixed:
+        assert task.sg_optimizer.param_groups[0]["weight_decay"] == 0.01  # the model optimizer's
+        assert task.sg_optimizer.param_groups[0]["lr"] == 1e-3

@@ -62,6 +62,7 @@ class AlternatingLMTask(FairseqTask):
         self.sg_optimizer: Optional[torch.optim.Optimizer] = None
         self.epoch = 1
         self.synthetic = False
+        self._epoch_logged = False
 
     @classmethod
     def add_args(cls, parser):
@@ -154,6 +155,10 @@ class AlternatingLMTask(FairseqTask):
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)
         if self.cfg.use_sg:
+            # A synthetic gradient injected at the end state decays through
+            # (1 - f) products into denormal floats, which slow CPU matrix
+            # products about 3x (measured: scripts/bench_step.py); flush them.
+            torch.set_flush_denormal(True)
             self.synthesizer = Synthesizer(str(self.cfg.sg_type), self.cfg.sg_hidden, self.cfg.sg_layers,
                                            self.cfg.sg_dropout, noise_std=self.cfg.sg_noise)
             self.sg_optimizer = torch.optim.Adam(self.synthesizer.parameters(), lr=self.cfg.sg_lr)
