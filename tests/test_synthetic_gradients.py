@@ -161,3 +161,22 @@ def test_synthesizer_steps_unless_fixed(tmp_path, fixed):
     if not fixed:
         assert task.sg_optimizer.param_groups[0]["weight_decay"] == 0.01  # the model optimizer's
         assert task.sg_optimizer.param_groups[0]["lr"] == 1e-3
+
+
+def test_non_finite_synthetic_gradient_never_reaches_the_model(tmp_path):
+    task, model, criterion = build(tmp_path)
+    tokens = torch.randint(4, V, (B, 2 * T + 1))
+    task.synthetic = True
+    torch.manual_seed(3)
+    criterion(model, sample(tokens[:, : T + 1], True))[0].backward()
+    zero(model, task.synthesizer)
+    with torch.no_grad():
+        task.synthesizer.decoder.bias.fill_(float("nan"))  # force every prediction to NaN
+    loss, _, log = criterion(model, sample(tokens[:, T:], False))
+    loss.backward()
+    assert log["sg_skipped"] == 1 and log["sg_on"] == 0
+    assert task.synthesizer.state is None  # its recurrent state was reset
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    # the synthesizer gets no gradient from a non-finite error: zeros, not NaN
+    assert all(p.grad is None or not p.grad.any() for p in task.synthesizer.parameters())

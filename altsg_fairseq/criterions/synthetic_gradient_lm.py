@@ -88,6 +88,8 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
         Returns (per-layer QRNNStates to start from, the zero-valued probe).
         """
         decoder = model.decoder
+        if net_input["reset"]:  # a new pass over the data: the synthesizer's recurrence restarts too
+            synthesizer.reset_state()
         carried = decoder.carried_state(net_input["stream"], net_input["reset"])
         if carried is None:
             param = next(model.parameters())

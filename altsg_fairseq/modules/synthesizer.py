@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .qrnn import QRNNLayer
+from .qrnn import QRNNLayer, QRNNState
 
 CORES = ("qrnn", "gru", "lstm")
 
@@ -53,6 +53,25 @@ class Synthesizer(nn.Module):
 
     def reset_state(self) -> None:
         self.state = None
+
+    def recurrent_state(self) -> list:
+        """The core's carried state as a plain list of tensors (for checkpoints)."""
+        if self.state is None:
+            return []
+        if self.core_type == "qrnn":
+            return [t for s in self.state for t in (s.cell, s.prev_x)]
+        return list(self.state) if isinstance(self.state, tuple) else [self.state]
+
+    def load_recurrent_state(self, tensors: list) -> None:
+        """Inverse of ``recurrent_state``; tensors move to this module's device."""
+        device = self.encoder.weight.device
+        tensors = [t.to(device) for t in tensors]
+        if not tensors:
+            self.state = None
+        elif self.core_type == "qrnn":
+            self.state = [QRNNState(c, x) for c, x in zip(tensors[::2], tensors[1::2])]
+        else:
+            self.state = tuple(tensors) if self.core_type == "lstm" else tensors[0]
 
     def forward(self, carried: Tensor) -> Tensor:
         """carried: (B, S) state values. Returns (B, S) synthetic gradients."""

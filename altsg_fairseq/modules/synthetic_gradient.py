@@ -13,8 +13,8 @@ the gradient of the per-token mean loss, and sends the synthesizer's output
 the regression gradient 2 * (k * g_hat - g_true) (k = 2 when ``doubled``: the
 seed's update in synthetic phases, where its two backward passes make the
 prediction count twice; else k = 1). It writes into ``stats`` (a dict):
-``sg_loss`` = sum((g_hat - g_true)^2) (the criterion logs it per element), ``sg_norm_ratio`` = |g_hat| / |g_true|
-and ``sg_finite`` (1 or 0).
+``sg_loss`` = sum((g_hat - g_true)^2) (the criterion logs it per element), ``sg_norm_ratio`` = |g_hat| / |g_true|,
+and ``sg_skipped`` = 1 when the error is not finite (the synthesizer then gets no gradient).
 
 ``inject(end_state, g_hat_end, weight)`` is a zero-valued term whose
 gradient with respect to ``end_state`` is ``weight * g_hat_end``: added to
@@ -41,9 +41,8 @@ class TrainSynthesizer(torch.autograd.Function):
             return grad_state, torch.zeros_like(g_hat), None, None, None
         g_true = grad_state.to(g_hat.dtype) / (loss_scale * ctx.ntokens)
         error = g_hat - g_true
-        finite = bool(torch.isfinite(error).all())
-        ctx.stats["sg_finite"] = float(finite)
-        if not finite:
+        if not torch.isfinite(error).all():  # never train on a broken target or prediction
+            ctx.stats["sg_skipped"] = 1
             return grad_state, torch.zeros_like(g_hat), None, None, None
         ctx.stats["sg_loss"] = error.detach().pow(2).sum()
         ctx.stats["sg_norm_ratio"] = g_hat.detach().norm() / g_true.norm().clamp_min(1e-30)

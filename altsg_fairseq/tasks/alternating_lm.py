@@ -13,6 +13,7 @@ from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
 from ..errors import UsageError
+from ..modules import QRNNState
 from ..modules.schedule import check_epochs, synthetic_on
 from ..modules.synthesizer import CORES, Synthesizer
 from .bptt_windows import BPTTWindowDataset, TokenStream
@@ -58,6 +59,7 @@ class AlternatingLMTask(FairseqTask):
         super().__init__(cfg)
         self.dictionary = dictionary
         self._lr_scales = []
+        self.model = None
         self.synthesizer: Optional[Synthesizer] = None
         self.sg_optimizer: Optional[torch.optim.Optimizer] = None
         self.epoch = 1
@@ -154,6 +156,8 @@ class AlternatingLMTask(FairseqTask):
 
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)
+        self.model = model
+        model.extra_state_hooks = (self.training_state, self.load_training_state)
         if self.cfg.use_sg:
             # A synthetic gradient injected at the end state decays through
             # (1 - f) products into denormal floats, which slow CPU matrix
@@ -162,18 +166,38 @@ class AlternatingLMTask(FairseqTask):
             self.synthesizer = Synthesizer(str(self.cfg.sg_type), self.cfg.sg_hidden, self.cfg.sg_layers,
                                            self.cfg.sg_dropout, noise_std=self.cfg.sg_noise)
             self.sg_optimizer = torch.optim.Adam(self.synthesizer.parameters(), lr=self.cfg.sg_lr)
-            model.extra_state_hooks = (self.synthesizer_state, self.load_synthesizer_state)
             if self.cfg.resume_sg:
                 self.load_synthesizer_state(read_synthesizer_state(self.cfg.resume_sg), source=self.cfg.resume_sg)
             logger.info(f"synthesizer: {self.synthesizer} ({sum(p.numel() for p in self.synthesizer.parameters()):,} parameters)")
         return model
 
+    def training_state(self) -> dict:
+        """What a checkpoint keeps besides the weights (in the model's extra
+        state): the training stream's carried state, so that a run resumed
+        mid-epoch continues exactly, and the synthesizer with its optimizer."""
+        state = {}
+        carried = self.model.decoder.carried.get(self.cfg.train_subset)
+        if carried:
+            state["carried"] = [[s.cell, s.prev_x] for s in carried]
+        if self.synthesizer is not None:
+            state.update(self.synthesizer_state())
+        return state
+
+    def load_training_state(self, state: dict) -> None:
+        if "carried" in state:
+            param = next(self.model.parameters())
+            self.model.decoder.carried[self.cfg.train_subset] = [
+                QRNNState(cell.to(param), None if prev is None else prev.to(param)) for cell, prev in state["carried"]
+            ]
+        if self.synthesizer is not None:
+            self.load_synthesizer_state(state)
+
     def synthesizer_state(self) -> dict:
-        """What a checkpoint keeps of the synthesizer (inside the model's extra state)."""
         return {
             "synthesizer_config": {"core": str(self.cfg.sg_type), "hidden": self.cfg.sg_hidden, "layers": self.cfg.sg_layers},
             "synthesizer": self.synthesizer.state_dict(),
             "synthesizer_optimizer": self.sg_optimizer.state_dict(),
+            "synthesizer_recurrent_state": self.synthesizer.recurrent_state(),
         }
 
     def load_synthesizer_state(self, state: dict, source: str = "the checkpoint") -> None:
@@ -190,6 +214,7 @@ class AlternatingLMTask(FairseqTask):
             )
         self.synthesizer.load_state_dict(state["synthesizer"])
         self.sg_optimizer.load_state_dict(state["synthesizer_optimizer"])
+        self.synthesizer.load_recurrent_state(state.get("synthesizer_recurrent_state", []))
 
     @property
     def data_parallel_world_size(self) -> int:
@@ -201,8 +226,6 @@ class AlternatingLMTask(FairseqTask):
         self.epoch = epoch
         self.synthetic = self.cfg.use_sg and synthetic_on(epoch, self.cfg.whenswitch, self.cfg.mixture, self.cfg.restart_base)
         self._epoch_logged = False
-        if self.synthesizer is not None:
-            self.synthesizer.reset_state()
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         self._lr_scales.append(sample.get("lr_scale", 1.0))

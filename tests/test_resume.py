@@ -1,0 +1,39 @@
+"""Exact resume: a run killed and resumed from checkpoint_last.pt gives the same
+training losses as an uninterrupted one, across a phase switch and a warm
+restart, at an epoch boundary and in the middle of an epoch."""
+
+import json
+
+import pytest
+
+from conftest import TRAIN_FLAGS, run_cli
+
+FLAGS = ["--train-subset", "valid", "--valid-subset", "test", "--batch-size", "10", "--bptt", "35",
+         "--log-interval", "1", "--use-sg", "--whenswitch", "2", "--mixture", "--lr-scheduler", "warm_restarts",
+         "--restart-lr", "--restart-base", "1", "--no-epoch-checkpoints"]
+
+
+def losses(proc):
+    out = {}
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if "| train_inner |" in line:
+            rec = json.loads(line[line.index("{"):])
+            out[int(rec["num_updates"])] = (float(rec["loss"]), float(rec["sg_loss"]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def straight(sample_bin, tmp_path_factory):
+    save = tmp_path_factory.mktemp("straight")
+    return losses(run_cli("fairseq-train", sample_bin, *TRAIN_FLAGS, *FLAGS, "--max-epoch", "3", "--save-dir", save))
+
+
+@pytest.mark.parametrize("stop", [["--max-epoch", "1"], ["--max-update", "80"]], ids=["epoch-boundary", "mid-epoch"])
+def test_resume_gives_the_same_losses(straight, sample_bin, tmp_path, stop):
+    first = losses(run_cli("fairseq-train", sample_bin, *TRAIN_FLAGS, *FLAGS, *stop, "--save-dir", tmp_path))
+    resumed = losses(run_cli("fairseq-train", sample_bin, *TRAIN_FLAGS, *FLAGS, "--max-epoch", "3", "--save-dir", tmp_path))
+    assert set(first) | set(resumed) == set(straight) and not set(first) & set(resumed)
+    assert min(resumed) > 60  # epochs are ~62 updates: the rest of epoch 2 (synthetic) and epoch 3 (real)
+    for update, (loss, sg_loss) in resumed.items():
+        assert loss == straight[update][0], update
+        assert sg_loss == pytest.approx(straight[update][1], rel=1e-4), update
