@@ -83,3 +83,50 @@ def test_split_not_binarized(trained, sample_bin):
                    "--path", save / "checkpoint_last.pt", "--gen-subset", "dev", "--cpu", check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "split 'dev' is not in" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_dictionary_that_does_not_match_the_data(sample_bin, tmp_path):
+    import shutil
+    for name in ["valid.bin", "valid.idx"]:
+        shutil.copy(sample_bin / name, tmp_path / name)
+    (tmp_path / "dict.txt").write_text("the 10\n")
+    proc = run_cli("fairseq-train", tmp_path, *TRAIN_FLAGS, "--batch-size", "4", "--train-subset", "valid",
+                   "--save-dir", tmp_path / "ck", check=False)
+    assert "Traceback" not in proc.stderr
+    assert "binarized with another dictionary" in proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("case,args,env,message", [
+    ("other dictionary", ["--gen-subset", "valid"], {}, "dictionary entries"),
+    ("other task", ["--task", "language_modeling"], {}, "qrnn_lm needs --task alternating_lm"),
+    ("cuda without a GPU", ["--gen-subset", "valid"], {"ALTSG_FORGET_MULT": "cuda"}, "ALTSG_FORGET_MULT=cuda needs"),
+    ("unknown backend", ["--gen-subset", "valid"], {"ALTSG_FORGET_MULT": "fast"}, "is not a forget-mult backend"),
+])
+def test_evaluation_mistakes_give_one_clear_line(trained, sample_bin, tmp_path, case, args, env, message):
+    save, _ = trained
+    data = sample_bin
+    if case == "other dictionary":  # the same data under a dictionary of another size
+        import shutil
+        for name in ["valid.bin", "valid.idx", "dict.txt"]:
+            shutil.copy(sample_bin / name, tmp_path / name)
+        with open(tmp_path / "dict.txt", "a") as f:
+            f.write("".join(f"extra{i} 1\n" for i in range(16)))
+        data = tmp_path
+    flags = ["--user-dir", REPO / "altsg_fairseq", "--task", "alternating_lm", "--path", save / "checkpoint_last.pt", "--cpu"]
+    proc = run_cli("fairseq-eval-lm", data, *flags, *args, check=False, env=env)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert message in proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--use-sg", "--arch", "lstm_lm"], "--use-sg needs a model with carried recurrent state"),
+    (["--use-sg", "--criterion", "cross_entropy"], "--use-sg needs --criterion synthetic_gradient_lm"),
+    (["--use-sg", "--sg-hidden", "0"], "--sg-hidden and --sg-layers must be at least 1"),
+    (["--batch-size", "0"], "at least 1"),
+])
+def test_training_mistakes_give_one_clear_line(sample_bin, tmp_path, flags, message):
+    base = [f for f in TRAIN_FLAGS if f not in ("--embed-dim", "--hidden-dim", "64")]
+    proc = run_cli("fairseq-train", sample_bin, *base, "--batch-size", "4", *flags,
+                   "--save-dir", tmp_path, "--max-update", "1", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert message in proc.stderr.strip().splitlines()[-1]

@@ -14,7 +14,9 @@ from fairseq.models import (
 from fairseq.utils import safe_getattr
 from torch import Tensor, nn
 
+from ..errors import UsageError
 from ..modules import QRNNLayer, QRNNState, embedding_dropout, locked_dropout
+from ..tasks.alternating_lm import AlternatingLMTask
 
 
 @dataclass
@@ -129,7 +131,23 @@ class QRNNLanguageModel(FairseqLanguageModel):
 
     @classmethod
     def build_model(cls, cfg, task):
+        if not isinstance(task, AlternatingLMTask):
+            raise UsageError(
+                f"qrnn_lm needs --task alternating_lm (it carries its state across contiguous windows), "
+                f"not {getattr(task.cfg, '_name', type(task).__name__)}"
+            )
         return cls(QRNNDecoder(cfg, task.target_dictionary))
+
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        embed = state_dict.get("decoder.embed_tokens.weight")
+        mine = self.decoder.embed_tokens.weight
+        if embed is not None and embed.shape != mine.shape:
+            raise UsageError(
+                f"the checkpoint's model has {embed.shape[0]} dictionary entries x {embed.shape[1]} dims, "
+                f"this one {mine.shape[0]} x {mine.shape[1]}: use the data directory (dict.txt) and --arch "
+                f"the checkpoint was trained with"
+            )
+        return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
 
     def get_extra_state(self) -> dict:
         return self.extra_state_hooks[0]() if self.extra_state_hooks else {}

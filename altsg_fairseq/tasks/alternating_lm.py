@@ -86,6 +86,9 @@ class AlternatingLMTask(FairseqTask):
                                          ("--fix-sg", cfg.fix_sg), ("--resume-sg", cfg.resume_sg)] if on]
         if sg_only and not cfg.use_sg:
             raise UsageError(f"{', '.join(sg_only)} only act on the synthesizer: add --use-sg")
+        if cfg.use_sg and min(cfg.sg_hidden, cfg.sg_layers) < 1:
+            raise UsageError(f"--sg-hidden and --sg-layers must be at least 1, got {cfg.sg_hidden} and {cfg.sg_layers}")
+        check_forget_mult_backend()
         if not cfg.data:
             raise UsageError("no data directory given; pass the fairseq-preprocess --destdir as the first argument")
         data = cfg.data.split(os.pathsep)[0]
@@ -156,6 +159,8 @@ class AlternatingLMTask(FairseqTask):
 
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)
+        if self.cfg.use_sg and not hasattr(getattr(model, "decoder", None), "state_sizes"):
+            raise UsageError("--use-sg needs a model with carried recurrent state: use --arch qrnn_lm (or qrnn_lm_ptb / qrnn_lm_wt2)")
         self.model = model
         model.extra_state_hooks = (self.training_state, self.load_training_state)
         if self.cfg.use_sg:
@@ -170,6 +175,11 @@ class AlternatingLMTask(FairseqTask):
                 self.load_synthesizer_state(read_synthesizer_state(self.cfg.resume_sg), source=self.cfg.resume_sg)
             logger.info(f"synthesizer: {self.synthesizer} ({sum(p.numel() for p in self.synthesizer.parameters()):,} parameters)")
         return model
+
+    def build_criterion(self, cfg, from_checkpoint=False):
+        if self.cfg.use_sg and cfg._name != "synthetic_gradient_lm":
+            raise UsageError(f"--use-sg needs --criterion synthetic_gradient_lm (it trains the synthesizer), not {cfg._name}")
+        return super().build_criterion(cfg, from_checkpoint)
 
     def training_state(self) -> dict:
         """What a checkpoint keeps besides the weights (in the model's extra
@@ -295,3 +305,16 @@ def read_synthesizer_state(path: str) -> dict:
     except Exception as e:  # a truncated or foreign file
         raise UsageError(f"--resume-sg {path}: cannot read it as a checkpoint ({type(e).__name__}: {e})") from None
     return state.get("model", {}).get("_extra_state") or {}
+
+
+def check_forget_mult_backend() -> None:
+    """The ALTSG_FORGET_MULT switch, checked before any training."""
+    from ..modules import forget_mult_cuda
+    from ..modules.forget_mult import BACKENDS
+
+    backend = os.environ.get("ALTSG_FORGET_MULT", "auto")
+    if backend not in BACKENDS:
+        raise UsageError(f"ALTSG_FORGET_MULT={backend} is not a forget-mult backend; choose one of {', '.join(BACKENDS)}")
+    if backend == "cuda" and not forget_mult_cuda.available():
+        missing = "a CUDA GPU" if not torch.cuda.is_available() else "CuPy"
+        raise UsageError(f"ALTSG_FORGET_MULT=cuda needs {missing}: {forget_mult_cuda.INSTALL_HINT}; or unset it")
