@@ -48,9 +48,9 @@ def zero(*modules):
             p.grad = None
 
 
-def seed_procedure(model, synth: Synthesizer, s, synthetic: bool, scale=0.1, alpha=2.0, beta=1.0):
-    """The seed: S(s_0) trained by a hook at s_0 that fires on every backward
-    pass; the injection as its own backward pass, then the loss's."""
+def seed_forward(model, synth: Synthesizer, s, alpha=2.0, beta=1.0):
+    """The seed's forward: S(s_0) trained by a hook at s_0 that fires on every
+    backward pass (the DNI updater). Returns (mean loss, end state s_T)."""
     carried = model.decoder.carried["train"]
     s0 = torch.cat([c.cell for c in carried], 1).detach()
     g0 = synth(s0)
@@ -61,11 +61,23 @@ def seed_procedure(model, synth: Synthesizer, s, synthetic: bool, scale=0.1, alp
     ce = torch.nn.functional.cross_entropy(logits.reshape(-1, V), s["target"].reshape(-1))
     raw, dropped = extra["raw_last"], extra["dropped_last"]
     loss = ce + alpha * dropped.pow(2).mean() + beta * (raw[1:] - raw[:-1]).pow(2).mean()
+    return loss, torch.cat([c.cell for c in extra["final_state"]], 1)
+
+
+def seed_procedure(model, synth, s, synthetic: bool, scale=0.1):
+    """The seed: the injection as its own backward pass, then the loss's."""
+    loss, sT = seed_forward(model, synth, s)
     if synthetic:
-        sT = torch.cat([c.cell for c in extra["final_state"]], 1)
         gT = synth(sT.detach()).detach()
         sT.backward(scale * gT, retain_graph=True)
     loss.backward()
+
+
+def seed_dni(model, synth, s, scale=0.1):
+    """One backward of loss + injection, the hook firing once: 2 * (g_hat - g_total)."""
+    loss, sT = seed_forward(model, synth, s)
+    gT = synth(sT.detach()).detach()
+    (loss + (scale * gT * sT).sum()).backward()
 
 
 @pytest.mark.parametrize("core", ["qrnn", "gru", "lstm"])
@@ -103,23 +115,6 @@ def test_single_backward_equals_the_seed(tmp_path, core, synthetic, target):
     assert synth_grads.keys() == grads(synth).keys()
     for name, g in grads(synth).items():
         torch.testing.assert_close(synth_grads[name], g, rtol=1e-6, atol=1e-9, msg=name)
-
-
-def seed_dni(model, synth, s, scale=0.1):
-    """One backward of loss + injection, the hook firing once: 2 * (g_hat - g_total)."""
-    carried = model.decoder.carried["train"]
-    s0 = torch.cat([c.cell for c in carried], 1).detach()
-    g0 = synth(s0)
-    s0w = s0.clone().requires_grad_()
-    s0w.register_hook(lambda g: torch.autograd.backward(g0, 2 * (g0 - g), retain_graph=True))
-    state = [QRNNState(cell, c.prev_x) for cell, c in zip(s0w.split(model.decoder.state_sizes, 1), carried)]
-    logits, extra = model(s["net_input"]["src_tokens"], stream="train", state=state)
-    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, V), s["target"].reshape(-1))
-    raw, dropped = extra["raw_last"], extra["dropped_last"]
-    loss = ce + 2.0 * dropped.pow(2).mean() + (raw[1:] - raw[:-1]).pow(2).mean()
-    sT = torch.cat([c.cell for c in extra["final_state"]], 1)
-    gT = synth(sT.detach()).detach()
-    (loss + (scale * gT * sT).sum()).backward()
 
 
 def test_logged_loss_is_the_real_one(tmp_path):

@@ -68,6 +68,13 @@ def _launch(name, count, t, *args):
         _kernel(name, t)(((count + THREADS - 1) // THREADS,), (THREADS,), tuple(arg(a) for a in args))
 
 
+def _scan_buffers(T: int, N: int, L: int, device):
+    """K chunks and three (K, N) float64 buffers: the chunk maps A, B and the chained states."""
+    K = (T + L - 1) // L
+    A = torch.empty(K, N, dtype=torch.float64, device=device)
+    return K, A, torch.empty_like(A), torch.empty_like(A)
+
+
 def forward(f: torch.Tensor, x: torch.Tensor, h0: torch.Tensor, chunk=None) -> torch.Tensor:
     """f, x: (T, N) contiguous; h0: (N,). Returns c: (T, N)."""
     T, N = f.shape
@@ -76,10 +83,7 @@ def forward(f: torch.Tensor, x: torch.Tensor, h0: torch.Tensor, chunk=None) -> t
     if not L:
         _launch("fm_seq_forward", N, f, f, x, h0, c, T, N)
         return c
-    K = (T + L - 1) // L
-    A = torch.empty(K, N, dtype=torch.float64, device=f.device)
-    B = torch.empty_like(A)
-    start = torch.empty_like(A)
+    K, A, B, start = _scan_buffers(T, N, L, f.device)
     _launch("fm_chunk_forward_summary", K * N, f, f, x, A, B, T, N, L, K)
     _launch("fm_chunk_forward_chain", N, f, h0, A, B, start, K, N)
     _launch("fm_chunk_forward_replay", K * N, f, f, x, start, c, T, N, L, K)
@@ -94,10 +98,7 @@ def backward(f, x, h0, c, grad_c, chunk=None):
     if not L:
         _launch("fm_seq_backward", N, f, f, x, h0, c, grad_c, grad_f, grad_x, grad_h0, T, N)
         return grad_f, grad_x, grad_h0
-    K = (T + L - 1) // L
-    A = torch.empty(K, N, dtype=torch.float64, device=f.device)
-    B = torch.empty_like(A)
-    carry_in = torch.empty_like(A)
+    K, A, B, carry_in = _scan_buffers(T, N, L, f.device)
     _launch("fm_chunk_backward_summary", K * N, f, f, grad_c, A, B, T, N, L, K)
     _launch("fm_chunk_backward_chain", N, f, A, B, carry_in, grad_h0, K, N)
     _launch("fm_chunk_backward_replay", K * N, f, f, x, h0, c, grad_c, carry_in, grad_f, grad_x, T, N, L, K)

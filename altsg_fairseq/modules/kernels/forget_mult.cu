@@ -30,24 +30,25 @@ typedef SCALAR scalar_t;
 
 FM_FN int fm_min(int a, int b) { return a < b ? a : b; }
 
-// ---- sequential design -----------------------------------------------------
+// ---- shared bodies: one column over the time steps [begin, end) -------------
 
-FM_FN void seq_forward(const scalar_t* f, const scalar_t* x, const scalar_t* h0,
-                       scalar_t* c, int T, int N, int n) {
-  double s = h0[n];
-  for (int t = 0; t < T; ++t) {
+// Forward from state s; returns the state after step end - 1.
+FM_FN double forward_range(const scalar_t* f, const scalar_t* x, scalar_t* c, int N, int n,
+                           int begin, int end, double s) {
+  for (int t = begin; t < end; ++t) {
     long i = (long)t * N + n;
     s = (double)f[i] * x[i] + (1.0 - f[i]) * s;
     c[i] = (scalar_t)s;
   }
+  return s;
 }
 
-FM_FN void seq_backward(const scalar_t* f, const scalar_t* x, const scalar_t* h0,
-                        const scalar_t* c, const scalar_t* grad_c,
-                        scalar_t* grad_f, scalar_t* grad_x, scalar_t* grad_h0,
-                        int T, int N, int n) {
-  double carry = 0.0;
-  for (int t = T - 1; t >= 0; --t) {
+// Backward over [begin, end) walking time down from the carry that arrives
+// at step end - 1; returns the carry leaving step begin (towards begin - 1).
+FM_FN double backward_range(const scalar_t* f, const scalar_t* x, const scalar_t* h0,
+                            const scalar_t* c, const scalar_t* grad_c, scalar_t* grad_f,
+                            scalar_t* grad_x, int N, int n, int begin, int end, double carry) {
+  for (int t = end - 1; t >= begin; --t) {
     long i = (long)t * N + n;
     double g = grad_c[i] + carry;
     double prev = t > 0 ? (double)c[i - N] : (double)h0[n];
@@ -55,7 +56,21 @@ FM_FN void seq_backward(const scalar_t* f, const scalar_t* x, const scalar_t* h0
     grad_x[i] = (scalar_t)(g * f[i]);
     carry = g * (1.0 - f[i]);
   }
-  grad_h0[n] = (scalar_t)carry;
+  return carry;
+}
+
+// ---- sequential design -----------------------------------------------------
+
+FM_FN void seq_forward(const scalar_t* f, const scalar_t* x, const scalar_t* h0,
+                       scalar_t* c, int T, int N, int n) {
+  forward_range(f, x, c, N, n, 0, T, (double)h0[n]);
+}
+
+FM_FN void seq_backward(const scalar_t* f, const scalar_t* x, const scalar_t* h0,
+                        const scalar_t* c, const scalar_t* grad_c,
+                        scalar_t* grad_f, scalar_t* grad_x, scalar_t* grad_h0,
+                        int T, int N, int n) {
+  grad_h0[n] = (scalar_t)backward_range(f, x, h0, c, grad_c, grad_f, grad_x, N, n, 0, T, 0.0);
 }
 
 // ---- chunked scan: forward ---------------------------------------------------
@@ -88,13 +103,7 @@ FM_FN void chunk_forward_chain(const scalar_t* h0, const double* A, const double
 // Phase 3 for chunk k of column n: replay the chunk from its start state.
 FM_FN void chunk_forward_replay(const scalar_t* f, const scalar_t* x, const double* start,
                                 scalar_t* c, int T, int N, int L, int k, int n) {
-  double s = start[(long)k * N + n];
-  int end = fm_min(T, (k + 1) * L);
-  for (int t = k * L; t < end; ++t) {
-    long i = (long)t * N + n;
-    s = (double)f[i] * x[i] + (1.0 - f[i]) * s;
-    c[i] = (scalar_t)s;
-  }
+  forward_range(f, x, c, N, n, k * L, fm_min(T, (k + 1) * L), start[(long)k * N + n]);
 }
 
 // ---- chunked scan: backward --------------------------------------------------
@@ -130,16 +139,8 @@ FM_FN void chunk_backward_chain(const double* A, const double* B, double* carry_
 FM_FN void chunk_backward_replay(const scalar_t* f, const scalar_t* x, const scalar_t* h0,
                                  const scalar_t* c, const scalar_t* grad_c, const double* carry_in,
                                  scalar_t* grad_f, scalar_t* grad_x, int T, int N, int L, int k, int n) {
-  double carry = carry_in[(long)k * N + n];
-  int end = fm_min(T, (k + 1) * L);
-  for (int t = end - 1; t >= k * L; --t) {
-    long i = (long)t * N + n;
-    double g = grad_c[i] + carry;
-    double prev = t > 0 ? (double)c[i - N] : (double)h0[n];
-    grad_f[i] = (scalar_t)(g * (x[i] - prev));
-    grad_x[i] = (scalar_t)(g * f[i]);
-    carry = g * (1.0 - f[i]);
-  }
+  backward_range(f, x, h0, c, grad_c, grad_f, grad_x, N, n, k * L, fm_min(T, (k + 1) * L),
+                 carry_in[(long)k * N + n]);
 }
 
 // ---- kernels -------------------------------------------------------------------
