@@ -13,4 +13,6 @@ try:
 except ImportError:  # modules/ alone (e.g. a GPU check without fairseq)
     pass
 else:
-    from . import criterions, models, optim, tasks  # noqa: F401
+    from . import checkpoint_io, criterions, models, optim, tasks  # noqa: F401
+
+    checkpoint_io.install()

@@ -130,3 +130,19 @@ def test_training_mistakes_give_one_clear_line(sample_bin, tmp_path, flags, mess
                    "--save-dir", tmp_path, "--max-update", "1", check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert message in proc.stderr.strip().splitlines()[-1]
+
+
+def test_empty_data_directory(tmp_path):
+    (tmp_path / "data").mkdir()
+    proc = run_cli("fairseq-train", tmp_path / "data", *TRAIN_FLAGS, "--batch-size", "4", "--save-dir", tmp_path / "ck",
+                   check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "no dict.txt in" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_resuming_from_a_corrupted_checkpoint(sample_bin, tmp_path):
+    (tmp_path / "checkpoint_last.pt").write_bytes(b"\x80\x02 truncated")
+    proc = run_cli("fairseq-train", sample_bin, *TRAIN_FLAGS, "--batch-size", "4", "--save-dir", tmp_path,
+                   "--max-update", "1", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "cannot read checkpoint" in proc.stderr.strip().splitlines()[-1]
