@@ -73,7 +73,7 @@ def test_lr_scheduler_when_and_autodecay(tmp_path):
     (["--restart-base", "0"], "--restart-base epochs must be 1 or more"),
     (["--use-sg", "--whenswitch", "0"], "--whenswitch epochs must be 1 or more"),
     (["--mixture"], "--mixture toggles synthetic gradients at warm restarts"),
-    (["--whenswitch", "2"], "only act on the synthesizer: add --use-sg"),
+    (["--whenswitch", "2"], "synthesizer options, they need --use-sg"),
     (["--restart-lr"], "--restart-lr needs --restart-base"),
     (["--when", "0"], "--when epochs must be 1 or more"),
 ])

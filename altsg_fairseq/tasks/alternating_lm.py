@@ -85,7 +85,7 @@ class AlternatingLMTask(FairseqTask):
         sg_only = [flag for flag, on in [("--whenswitch", cfg.whenswitch), ("--mixture", cfg.mixture),
                                          ("--fix-sg", cfg.fix_sg), ("--resume-sg", cfg.resume_sg)] if on]
         if sg_only and not cfg.use_sg:
-            raise UsageError(f"{', '.join(sg_only)} only act on the synthesizer: add --use-sg")
+            raise UsageError(f"{', '.join(sg_only)}: synthesizer options, they need --use-sg")
         if cfg.use_sg and min(cfg.sg_hidden, cfg.sg_layers) < 1:
             raise UsageError(f"--sg-hidden and --sg-layers must be at least 1, got {cfg.sg_hidden} and {cfg.sg_layers}")
         check_forget_mult_backend()
