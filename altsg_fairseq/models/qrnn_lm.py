@@ -6,7 +6,7 @@ from typing import Dict, List, Optional
 import torch
 from fairseq.dataclass import FairseqDataclass
 from fairseq.models import (
-    FairseqIncrementalDecoder,
+    FairseqDecoder,
     FairseqLanguageModel,
     register_model,
     register_model_architecture,
@@ -32,13 +32,14 @@ class QRNNLanguageModelConfig(FairseqDataclass):
     zoneout: float = field(default=0.0, metadata={"help": "zoneout on the QRNN forget gates"})
 
 
-class QRNNDecoder(FairseqIncrementalDecoder):
+class QRNNDecoder(FairseqDecoder):
     """Embedding -> QRNN layers -> tied output projection.
 
     The recurrent state of every stream (a split being trained on or scored)
     is carried from one window to the next inside the decoder, so that
     fairseq's scorers, which call the model once per batch, see contiguous
-    text with carried state.
+    text with carried state. Calls without a stream start from zeros and
+    carry nothing.
     """
 
     def __init__(self, cfg: QRNNLanguageModelConfig, dictionary):
@@ -70,25 +71,25 @@ class QRNNDecoder(FairseqIncrementalDecoder):
         self,
         src_tokens: Tensor,
         src_lengths: Optional[Tensor] = None,
-        stream: str = "default",
+        stream: Optional[str] = None,
         reset: bool = False,
         state: Optional[List[QRNNState]] = None,
-        incremental_state=None,
         **unused,
     ):
         """src_tokens: (B, T).
 
-        ``stream`` names the carried state to continue and ``reset`` starts it
-        afresh. ``state`` (one QRNNState per layer) overrides the carried
-        state, e.g. to attach synthetic gradients to it. The final state is
-        carried (detached) for the next window of the same stream.
+        ``stream`` names the carried state to continue (None: start from
+        zeros, carry nothing) and ``reset`` starts it afresh. ``state`` (one
+        QRNNState per layer) overrides the carried state, e.g. to attach
+        synthetic gradients to it. The final state is carried (detached) for
+        the next window of the same stream.
 
         Returns (logits (B, T, V), extra) where extra holds "initial_state"
         and "final_state" (per-layer QRNNStates, with graph), "raw_last"
         (T, B, E: the last layer's output) and "dropped_last" (the same after
         the output dropout).
         """
-        if state is None:
+        if state is None and stream is not None:
             state = self.carried_state(stream, reset)
         x = embedding_dropout(self.embed_tokens, src_tokens.t(), self.cfg.dropout_embed, self.training)
         x = locked_dropout(x, self.cfg.dropout_input, self.training)
@@ -99,7 +100,8 @@ class QRNNDecoder(FairseqIncrementalDecoder):
             if n < len(self.layers) - 1:
                 x = locked_dropout(x, self.cfg.dropout_hidden, self.training)
         dropped = locked_dropout(x, self.cfg.dropout, self.training)
-        self.carried[stream] = [s.detach() for s in final_state]
+        if stream is not None:
+            self.carried[stream] = [s.detach() for s in final_state]
         logits = self.output_layer(dropped.transpose(0, 1))
         extra = {"initial_state": state, "final_state": final_state, "raw_last": x, "dropped_last": dropped}
         return logits, extra
@@ -110,9 +112,6 @@ class QRNNDecoder(FairseqIncrementalDecoder):
 
     def max_positions(self):
         return int(1e9)
-
-    def reorder_incremental_state(self, incremental_state, new_order):
-        pass
 
 
 @register_model("qrnn_lm", dataclass=QRNNLanguageModelConfig)
