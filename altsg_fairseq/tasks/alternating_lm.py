@@ -202,9 +202,14 @@ class AlternatingLMTask(FairseqTask):
         if self.synthesizer is not None:
             self.load_synthesizer_state(state)
 
+    @property
+    def synthesizer_config(self) -> dict:
+        """What a synthesizer checkpoint must match to be loaded here."""
+        return {"core": str(self.cfg.sg_type), "hidden": self.cfg.sg_hidden, "layers": self.cfg.sg_layers}
+
     def synthesizer_state(self) -> dict:
         return {
-            "synthesizer_config": {"core": str(self.cfg.sg_type), "hidden": self.cfg.sg_hidden, "layers": self.cfg.sg_layers},
+            "synthesizer_config": self.synthesizer_config,
             "synthesizer": self.synthesizer.state_dict(),
             "synthesizer_optimizer": self.sg_optimizer.state_dict(),
             "synthesizer_recurrent_state": self.synthesizer.recurrent_state(),
@@ -215,7 +220,7 @@ class AlternatingLMTask(FairseqTask):
             if source != "the checkpoint":
                 raise UsageError(f"--resume-sg {source}: the checkpoint has no synthesizer (was it trained with --use-sg?)")
             return
-        mine = self.synthesizer_state()["synthesizer_config"]
+        mine = self.synthesizer_config
         theirs = state.get("synthesizer_config")
         if theirs != mine:
             raise UsageError(
