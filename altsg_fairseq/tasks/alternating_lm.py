@@ -1,12 +1,14 @@
 """``alternating_lm``: stateful truncated-BPTT language modelling."""
 
 import logging
+import math
 import os
+import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
 import torch
-from fairseq import distributed_utils
+from fairseq import distributed_utils, metrics
 from fairseq.data import Dictionary, data_utils, iterators
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
@@ -14,7 +16,8 @@ from omegaconf import II
 
 from ..errors import UsageError
 from ..modules import QRNNState
-from ..modules.schedule import check_epochs, synthetic_on
+from ..modules.schedule import check_epochs, restart_points, synthetic_on
+from . import curves
 from ..modules.synthesizer import CORES, Synthesizer
 from .bptt_windows import BPTTWindowDataset, TokenStream
 
@@ -41,6 +44,8 @@ class AlternatingLMConfig(FairseqDataclass):
     restart_base: List[int] = field(default_factory=list, metadata={"help": "warm restarts: one value B restarts after epochs B, 2B, 4B, ...; several values are the restart epochs. Used by --mixture and by --lr-scheduler warm_restarts --restart-lr"})
     seed: int = II("common.seed")
     train_subset: str = II("dataset.train_subset")
+    save_dir: str = II("checkpoint.save_dir")
+    no_save: bool = II("checkpoint.no_save")
 
 
 @register_task("alternating_lm", dataclass=AlternatingLMConfig)
@@ -65,6 +70,9 @@ class AlternatingLMTask(FairseqTask):
         self.epoch = 1
         self.synthetic = False
         self._epoch_logged = False
+        self._epoch_start = time.time()
+        self._epoch_lr = float("nan")
+        self._curve_written = False
 
     @classmethod
     def add_args(cls, parser):
@@ -241,6 +249,32 @@ class AlternatingLMTask(FairseqTask):
         self.epoch = epoch
         self.synthetic = self.cfg.use_sg and synthetic_on(epoch, self.cfg.whenswitch, self.cfg.mixture, self.cfg.restart_base)
         self._epoch_logged = False
+        self._epoch_start = time.time()
+
+    def begin_valid_epoch(self, epoch, model):
+        self._curve_written = False
+
+    def post_validate(self, model, stats, agg):
+        """One row of ``curves.csv`` per epoch (first validation subset, rank 0)."""
+        if self._curve_written or self.cfg.no_save or "nll_loss" not in agg:
+            return
+        self._curve_written = True
+        if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return
+        train = metrics.get_meter("train", "nll_loss")
+        train_loss = train.avg * math.log(2) if train is not None and train.count else float("nan")
+        valid_loss = agg["nll_loss"].avg * math.log(2)
+        curves.write_row(os.path.join(self.cfg.save_dir, curves.FILENAME), {
+            "epoch": self.epoch,
+            "seconds": time.time() - self._epoch_start,
+            "train_loss": train_loss,
+            "valid_loss": valid_loss,
+            "train_ppl": math.exp(train_loss),
+            "valid_ppl": math.exp(valid_loss),
+            "lr": self._epoch_lr,
+            "synthetic": bool(self.synthetic),
+            "restart": self.epoch > 1 and (self.epoch - 1) in restart_points(self.cfg.restart_base, self.epoch),
+        })
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         self._lr_scales.append(sample.get("lr_scale", 1.0))
@@ -256,6 +290,7 @@ class AlternatingLMTask(FairseqTask):
         lr = optimizer.get_lr()
         if not self._epoch_logged:
             self._epoch_logged = True
+            self._epoch_lr = lr
             sg = f", synthetic gradients {'on' if self.synthetic else 'off'}" if self.cfg.use_sg else ""
             logger.info(f"epoch {self.epoch:03d}: lr {lr:g}{sg}")
         optimizer.set_lr(lr * scale)
