@@ -10,12 +10,12 @@ SAMPLE = REPO / "examples" / "sample_corpus"
 BIN = Path(sys.executable).parent
 
 
-def run_cli(tool, *args, cwd=None, check=True, env=None):
+def run_cli(tool, *args, cwd=None, check=True, env=None, input=None):
     """Run one of fairseq's console scripts from this venv; returns the CompletedProcess."""
     full_env = dict(os.environ, PYTHONWARNINGS="ignore", **(env or {}))
     proc = subprocess.run(
         [str(BIN / tool), *map(str, args)], cwd=cwd or REPO, env=full_env,
-        capture_output=True, text=True,
+        capture_output=True, text=True, input=input,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"{tool} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
@@ -38,3 +38,12 @@ TRAIN_FLAGS = [
     "--clip-norm", "0.25", "--cpu", "--log-format", "json", "--log-interval", "1",
     "--embed-dim", "64", "--hidden-dim", "64", "--seed", "3", "--no-progress-bar",
 ]
+
+
+@pytest.fixture(scope="session")
+def trained(sample_bin, tmp_path_factory):
+    """A few updates of a small qrnn_lm: (save dir, the training log)."""
+    save = tmp_path_factory.mktemp("ckpt")
+    proc = run_cli("fairseq-train", sample_bin, *TRAIN_FLAGS, "--batch-size", "8", "--batch-size-valid", "10",
+                   "--bptt", "35", "--max-update", "6", "--save-dir", save)
+    return save, proc.stdout + proc.stderr

@@ -9,8 +9,6 @@ import pytest
 from conftest import REPO, TRAIN_FLAGS, run_cli
 
 
-
-
 def eval_lm(data, checkpoint, *args):
     proc = run_cli("fairseq-eval-lm", data, "--user-dir", REPO / "altsg_fairseq", "--task", "alternating_lm",
                    "--path", checkpoint, "--cpu", *args)
@@ -18,14 +16,6 @@ def eval_lm(data, checkpoint, *args):
     loss = float(re.search(r"Loss \(base 2\): ([0-9.]+)", out).group(1))
     tokens = int(re.search(r"Evaluated ([0-9,]+) tokens", out).group(1).replace(",", ""))
     return loss, tokens
-
-
-@pytest.fixture(scope="module")
-def trained(sample_bin, tmp_path_factory):
-    save = tmp_path_factory.mktemp("ckpt")
-    proc = run_cli("fairseq-train", sample_bin, *TRAIN_FLAGS, "--batch-size", "8", "--batch-size-valid", "10",
-                   "--bptt", "35", "--max-update", "6", "--save-dir", save)
-    return save, proc.stdout + proc.stderr
 
 
 def test_train_logs_falling_loss(trained):

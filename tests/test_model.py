@@ -45,7 +45,7 @@ def test_architectures_set_the_seed_sizes(tmp_path):
     ptb = build(tmp_path, "qrnn_lm_ptb", 100).decoder
     wt2 = build(tmp_path, "qrnn_lm_wt2", 100).decoder
     assert ptb.state_sizes == wt2.state_sizes == [1550, 1550, 1550, 400]
-    assert [layer.window for layer in ptb.layers] == [2, 1, 1, 1]
+    assert [layer.window for layer in ptb.rnn.layers] == [2, 1, 1, 1]
     assert (ptb.cfg.dropout_hidden, wt2.cfg.dropout_hidden) == (0.3, 0.2)
     assert ptb.cfg.dropout_input == 0.4 and ptb.cfg.weight_drop == 0.1 and ptb.cfg.dropout == 0.4
     small = build(tmp_path, "qrnn_lm", 100, "--hidden-dim", "32").decoder

@@ -39,3 +39,25 @@ def test_resume_gives_the_same_losses(straight, sample_bin, tmp_path, stop):
     for update, (loss, sg_loss) in resumed.items():
         assert loss == straight[update][0], update
         assert sg_loss == pytest.approx(straight[update][1], rel=1e-4), update
+
+
+def test_lstm_resumes_mid_epoch_with_its_h_and_c(sample_bin, tmp_path):
+    """The carried (h, c) of an LSTM base model travel in the checkpoint too,
+    and curves.csv of the resumed run holds the uninterrupted run's rows."""
+    import csv
+
+    flags = [*TRAIN_FLAGS, *FLAGS, "--rnn-type", "lstm", "--bptt", "70", "--max-epoch", "2"]
+    straight = losses(run_cli("fairseq-train", sample_bin, *flags, "--save-dir", tmp_path / "straight"))
+    first = losses(run_cli("fairseq-train", sample_bin, *flags, "--max-update", "20", "--save-dir", tmp_path / "resumed"))
+    resumed = losses(run_cli("fairseq-train", sample_bin, *flags, "--save-dir", tmp_path / "resumed"))
+    assert min(resumed) == 21 and set(first) | set(resumed) == set(straight)
+    for update, (loss, sg_loss) in resumed.items():
+        assert loss == straight[update][0], update
+        assert sg_loss == pytest.approx(straight[update][1], rel=1e-4), update
+
+    def rows(run):
+        with open(tmp_path / run / "curves.csv") as f:
+            return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
+
+    assert [r["epoch"] for r in rows("resumed")] == ["1", "2"]
+    assert rows("resumed") == rows("straight")

@@ -8,7 +8,7 @@ import torch
 from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-from altsg_fairseq.modules import QRNNState
+from altsg_fairseq.modules import QRNNState, RNNState
 from altsg_fairseq.modules.synthesizer import Synthesizer
 from conftest import REPO
 
@@ -48,20 +48,39 @@ def zero(*modules):
             p.grad = None
 
 
+def state_parts(layer_state):
+    """The tensors of one layer's state that gradients flow through: a QRNN's
+    cell; an LSTM's h and c; a GRU's h."""
+    if isinstance(layer_state, QRNNState):
+        return [layer_state.cell]
+    return [t for t in layer_state if t is not None]
+
+
+def rebuild(flat, carried):
+    """Inverse of concatenating state_parts over the layers, for the states in ``carried``."""
+    states, at = [], 0
+    for c in carried:
+        parts = []
+        for t in state_parts(c):
+            parts.append(flat[:, at:at + t.size(1)])
+            at += t.size(1)
+        states.append(QRNNState(parts[0], c.prev_x) if isinstance(c, QRNNState) else RNNState(*parts, *[None] * (2 - len(parts))))
+    return states
+
+
 def seed_forward(model, synth: Synthesizer, s, alpha=2.0, beta=1.0):
     """The seed's forward: S(s_0) trained by a hook at s_0 that fires on every
     backward pass (the DNI updater). Returns (mean loss, end state s_T)."""
     carried = model.decoder.carried["train"]
-    s0 = torch.cat([c.cell for c in carried], 1).detach()
+    s0 = torch.cat([t for c in carried for t in state_parts(c)], 1).detach()
     g0 = synth(s0)
     s0w = s0.clone().requires_grad_()
     s0w.register_hook(lambda g: torch.autograd.backward(g0, 2 * (g0 - g), retain_graph=True))
-    state = [QRNNState(cell, c.prev_x) for cell, c in zip(s0w.split(model.decoder.state_sizes, 1), carried)]
-    logits, extra = model(s["net_input"]["src_tokens"], stream="train", state=state)
+    logits, extra = model(s["net_input"]["src_tokens"], stream="train", state=rebuild(s0w, carried))
     ce = torch.nn.functional.cross_entropy(logits.reshape(-1, V), s["target"].reshape(-1))
     raw, dropped = extra["raw_last"], extra["dropped_last"]
     loss = ce + alpha * dropped.pow(2).mean() + beta * (raw[1:] - raw[:-1]).pow(2).mean()
-    return loss, torch.cat([c.cell for c in extra["final_state"]], 1)
+    return loss, torch.cat([t for c in extra["final_state"] for t in state_parts(c)], 1)
 
 
 def seed_procedure(model, synth, s, synthetic: bool, scale=0.1):
@@ -80,11 +99,16 @@ def seed_dni(model, synth, s, scale=0.1):
     (loss + (scale * gT * sT).sum()).backward()
 
 
-@pytest.mark.parametrize("core", ["qrnn", "gru", "lstm"])
-@pytest.mark.parametrize("synthetic", [False, True])
-@pytest.mark.parametrize("target", ["paper", "dni"])
-def test_single_backward_equals_the_seed(tmp_path, core, synthetic, target):
-    task, model, criterion = build(tmp_path, "--sg-type", core, "--sg-target", target)
+BASES = [("qrnn", core, synthetic, target) for core in ["qrnn", "gru", "lstm"]
+         for synthetic in [False, True] for target in ["paper", "dni"]]
+BASES += [(base, "qrnn", synthetic, "paper") for base in ["lstm", "gru"] for synthetic in [False, True]]
+
+
+@pytest.mark.parametrize("base,core,synthetic,target", BASES)
+def test_single_backward_equals_the_seed(tmp_path, base, core, synthetic, target):
+    """For every synthesizer core on the QRNN, and the QRNN synthesizer on
+    LSTM and GRU base models (whose carried state is h and c / h)."""
+    task, model, criterion = build(tmp_path, "--rnn-type", base, "--sg-type", core, "--sg-target", target)
     synth = task.synthesizer
     torch.manual_seed(0)
     tokens = torch.randint(4, V, (B, 2 * T + 1))

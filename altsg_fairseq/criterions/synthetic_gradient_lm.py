@@ -9,7 +9,6 @@ from fairseq import metrics
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 
-from ..modules import QRNNState
 from ..modules.synthetic_gradient import TrainSynthesizer, inject
 
 
@@ -57,8 +56,7 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
             norm = ntokens * self.task.data_parallel_world_size
             start, probe = self.start_state(model, net_input, synthesizer, norm, logging_output)
             logits, extra = model(**net_input, state=start)
-        target, logits = sample["target"], upcast(logits)
-        nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), reduction="sum")
+        nll = self.cross_entropy(model, logits, sample["target"])
         loss = nll
         ar = tar = nll.new_zeros(())
         if model.training:
@@ -76,8 +74,22 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
         if synthesizer is not None:
             loss = loss + probe
             if self.task.synthetic:
-                loss = loss + self.injection(extra["final_state"], synthesizer, norm, logging_output)
+                loss = loss + self.injection(model.decoder, extra["final_state"], synthesizer, norm, logging_output)
         return loss, ntokens, logging_output
+
+    @staticmethod
+    def cross_entropy(model, output, target):
+        """Summed cross-entropy of the decoder's output (B, T, V) logits, or
+        (B, T, E) features with an adaptive softmax, against target (B, T)."""
+        adaptive = getattr(model.decoder, "adaptive_softmax", None)
+        if adaptive is None:
+            output = upcast(output)
+            return F.cross_entropy(output.reshape(-1, output.size(-1)), target.reshape(-1), reduction="sum")
+        nll = output.new_zeros((), dtype=torch.float32)
+        for logits, cluster_target in zip(*adaptive(output, target.contiguous())):
+            if cluster_target is not None:  # the head, and the tail clusters this batch reaches
+                nll = nll + F.cross_entropy(upcast(logits), cluster_target, reduction="sum")
+        return nll
 
     def start_state(self, model, net_input, synthesizer, norm, logging_output):
         """The start state, wrapped so that its true gradient trains the synthesizer.
@@ -85,7 +97,7 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
         ``norm``: the token count that turns summed-loss gradients into the
         per-token mean gradient the reference trains against.
 
-        Returns (per-layer QRNNStates to start from, the zero-valued probe).
+        Returns (per-layer states to start from, the zero-valued probe).
         """
         decoder = model.decoder
         if net_input["reset"]:  # a new pass over the data: the synthesizer's recurrence restarts too
@@ -95,22 +107,18 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
             param = next(model.parameters())
             cells = param.new_zeros(net_input["src_tokens"].size(0), sum(decoder.state_sizes))
         else:
-            cells = torch.cat([s.cell for s in carried], 1)
+            cells = decoder.rnn.pack(carried)
         dtype = next(synthesizer.parameters()).dtype
         g_hat = synthesizer(cells.detach().to(dtype))
         doubled = self.task.cfg.sg_target == "paper" and self.task.synthetic
         logging_output.update({"sg_steps": 1, "sg_elements": cells.numel(), "sg_loss": 0.0, "sg_norm_ratio": 0.0, "sg_skipped": 0,
                                "sg_on": int(self.task.synthetic)})
         cells, probe = TrainSynthesizer.apply(cells, g_hat, norm, doubled, logging_output)
-        start = [
-            QRNNState(cell, None if carried is None else s.prev_x)
-            for cell, s in zip(cells.split(decoder.state_sizes, 1), carried or [None] * len(decoder.state_sizes))
-        ]
-        return start, probe
+        return decoder.rnn.unpack(cells, carried), probe
 
-    def injection(self, final_state, synthesizer, norm, logging_output):
+    def injection(self, decoder, final_state, synthesizer, norm, logging_output):
         """Zero-valued term injecting --sg-scale * S(s_T) at the end state (per-token units)."""
-        end = torch.cat([s.cell for s in final_state], 1)
+        end = decoder.rnn.pack(final_state)
         g_hat = synthesizer(end.detach().to(next(synthesizer.parameters()).dtype)).detach()
         if not torch.isfinite(g_hat).all():  # never let a broken synthesizer reach the model
             logging_output["sg_skipped"] = 1

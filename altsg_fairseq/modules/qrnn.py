@@ -36,6 +36,8 @@ class QRNNLayer(nn.Module):
     scaled by (1 - p). ``weight_dropout`` is DropConnect on the linear weight.
     """
 
+    State = QRNNState
+
     def __init__(
         self,
         input_size: int,
@@ -55,6 +57,19 @@ class QRNNLayer(nn.Module):
         self.output_gate = output_gate
         gates = 3 if output_gate else 2
         self.linear = WeightDropLinear(window * input_size, gates * hidden_size, weight_dropout)
+
+    @property
+    def state_size(self) -> int:
+        """Numbers per row in the carried state that gradients flow through (the cell)."""
+        return self.hidden_size
+
+    def flatten_state(self, state: QRNNState) -> Tensor:
+        """state -> (B, H): the cell (prev_x carries no gradient)."""
+        return state.cell
+
+    def unflatten_state(self, flat: Tensor, template: Optional[QRNNState] = None) -> QRNNState:
+        """(B, H) cell -> QRNNState, keeping ``template``'s prev_x (None: none)."""
+        return QRNNState(flat, None if template is None else template.prev_x)
 
     def forward(self, x: Tensor, state: Optional[QRNNState] = None):
         """x: (T, B, I); state: the previous segment's QRNNState or None.

@@ -9,13 +9,24 @@ from typing import List, Optional
 
 import torch
 from fairseq import distributed_utils, metrics
-from fairseq.data import Dictionary, data_utils, iterators
+from fairseq.data import (
+    AppendTokenDataset,
+    Dictionary,
+    IdDataset,
+    ListDataset,
+    NestedDictionaryDataset,
+    NumelDataset,
+    PadDataset,
+    PrependTokenDataset,
+    data_utils,
+    iterators,
+)
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II
 
 from ..errors import UsageError
-from ..modules import QRNNState
+from ..modules import CachePointer
 from ..modules.schedule import check_epochs, restart_points, synthetic_on
 from . import curves
 from ..modules.synthesizer import CORES, Synthesizer
@@ -42,6 +53,10 @@ class AlternatingLMConfig(FairseqDataclass):
     whenswitch: List[int] = field(default_factory=list, metadata={"help": "epochs at whose start synthetic gradients are toggled on/off (off at first)"})
     mixture: bool = field(default=False, metadata={"help": "alternate: toggle synthetic gradients at every warm restart (--restart-base)"})
     restart_base: List[int] = field(default_factory=list, metadata={"help": "warm restarts: one value B restarts after epochs B, 2B, 4B, ...; several values are the restart epochs. Used by --mixture and by --lr-scheduler warm_restarts --restart-lr"})
+    cache_window: int = field(default=0, metadata={"help": "evaluation (fairseq-eval-lm): mix the model's softmax with a neural cache over the last N (hidden state, next word) pairs of each row; 0: off (the seed's pointer.py: 3785)"})
+    cache_theta: float = field(default=0.6625, metadata={"help": "inverse temperature of the cache's attention over past hidden states (pointer.py --theta)"})
+    cache_lambda: float = field(default=0.1279, metadata={"help": "weight of the cache distribution in the mixture (pointer.py --lambdasm)"})
+    cache_early: bool = field(default=False, metadata={"help": "mix the cache in as soon as it holds one word; the seed's pointer.py waits until it holds --cache-window words"})
     seed: int = II("common.seed")
     train_subset: str = II("dataset.train_subset")
     save_dir: str = II("checkpoint.save_dir")
@@ -94,6 +109,9 @@ class AlternatingLMTask(FairseqTask):
                                          ("--fix-sg", cfg.fix_sg), ("--resume-sg", cfg.resume_sg)] if on]
         if sg_only and not cfg.use_sg:
             raise UsageError(f"{', '.join(sg_only)}: synthesizer options, they need --use-sg")
+        if cfg.cache_window < 0 or cfg.cache_theta < 0 or not 0 <= cfg.cache_lambda <= 1:
+            raise UsageError(f"--cache-window and --cache-theta must be >= 0 and --cache-lambda in [0, 1], "
+                             f"got {cfg.cache_window}, {cfg.cache_theta}, {cfg.cache_lambda}")
         if cfg.use_sg and min(cfg.sg_hidden, cfg.sg_layers) < 1:
             raise UsageError(f"--sg-hidden and --sg-layers must be at least 1, got {cfg.sg_hidden} and {cfg.sg_layers}")
         check_forget_mult_backend()
@@ -154,6 +172,10 @@ class AlternatingLMTask(FairseqTask):
     def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None, max_positions=None,
                            ignore_invalid_inputs=False, required_batch_size_multiple=1, seed=1,
                            num_shards=1, shard_id=0, num_workers=0, epoch=1, **kwargs):
+        if not isinstance(dataset, TokenStream):  # e.g. prompts for generation
+            return super().get_batch_iterator(
+                dataset, max_tokens, max_sentences, max_positions, ignore_invalid_inputs,
+                required_batch_size_multiple, seed, num_shards, shard_id, num_workers, epoch, **kwargs)
         training = dataset.name == self.cfg.train_subset
         return self._windows(dataset, max_sentences, training, num_shards, shard_id, epoch)
 
@@ -163,14 +185,46 @@ class AlternatingLMTask(FairseqTask):
             raise UsageError("--context-window is not supported: alternating_lm carries the recurrent state across windows instead")
         return self._windows(dataset, batch_size or 1, False, num_shards, shard_id).next_epoch_itr(shuffle=False)
 
+    # ---- generation (fairseq-interactive, the hub interface's sample()) -------
+
+    def build_dataset_for_inference(self, src_tokens, src_lengths, **kwargs):
+        """Prompts (each ending with </s>, as encode_line gives them) as
+        sentences that start after an end of sentence, like the training text."""
+        eos, pad = self.dictionary.eos(), self.dictionary.pad()
+        prompts = [t[:-1] if len(t) and t[-1] == eos else t for t in src_tokens]
+        sizes = torch.tensor([len(p) for p in prompts]).numpy()
+        prompts = ListDataset(prompts, sizes)
+        source = PrependTokenDataset(prompts, eos)
+        return NestedDictionaryDataset(
+            {
+                "id": IdDataset(),
+                "net_input": {
+                    "src_tokens": PadDataset(source, pad, left_pad=False),
+                    "src_lengths": NumelDataset(source, reduce=False),
+                },
+                "target": PadDataset(AppendTokenDataset(prompts, pad), pad, left_pad=False),
+            },
+            sizes=[sizes + 1],
+        )
+
+    def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
+        """Continue each prompt: the generator starts from </s> and is forced through the prompt."""
+        with torch.no_grad():
+            if prefix_tokens is None and sample["net_input"]["src_tokens"].size(1) > 1:
+                prefix_tokens = sample["net_input"]["src_tokens"][:, 1:]
+            return generator.generate(models, sample, prefix_tokens=prefix_tokens)
+
     # ---- the synthesizer ------------------------------------------------------
 
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)
         if self.cfg.use_sg and not hasattr(getattr(model, "decoder", None), "state_sizes"):
-            raise UsageError("--use-sg needs a model with carried recurrent state: use --arch qrnn_lm (or qrnn_lm_ptb / qrnn_lm_wt2)")
+            raise UsageError("--use-sg needs a model with carried recurrent state: use --arch qrnn_lm (or qrnn_lm_ptb / qrnn_lm_wt2; any --rnn-type)")
         self.model = model
         model.extra_state_hooks = (self.training_state, self.load_training_state)
+        if self.cfg.cache_window > 0:
+            model.cache_pointer = CachePointer(self.cfg.cache_window, self.cfg.cache_theta, self.cfg.cache_lambda,
+                                               full_window_only=not self.cfg.cache_early)
         if self.cfg.use_sg:
             # A synthetic gradient injected at the end state decays through
             # (1 - f) products into denormal floats, which slow CPU matrix
@@ -196,7 +250,7 @@ class AlternatingLMTask(FairseqTask):
         state = {}
         carried = self.model.decoder.carried.get(self.cfg.train_subset)
         if carried:
-            state["carried"] = [[s.cell, s.prev_x] for s in carried]
+            state["carried"] = [list(s) for s in carried]
         if self.synthesizer is not None:
             state.update(self.synthesizer_state())
         return state
@@ -204,8 +258,10 @@ class AlternatingLMTask(FairseqTask):
     def load_training_state(self, state: dict) -> None:
         if "carried" in state:
             param = next(self.model.parameters())
+            layers = self.model.decoder.rnn.layers
             self.model.decoder.carried[self.cfg.train_subset] = [
-                QRNNState(cell.to(param), None if prev is None else prev.to(param)) for cell, prev in state["carried"]
+                layer.State(*(None if t is None else t.to(param) for t in tensors))
+                for layer, tensors in zip(layers, state["carried"])
             ]
         if self.synthesizer is not None:
             self.load_synthesizer_state(state)

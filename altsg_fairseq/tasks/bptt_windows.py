@@ -108,8 +108,8 @@ class BPTTWindowDataset(FairseqDataset):
     def collater(self, indices: List[int]) -> dict:
         (index,) = indices
         w = self.windows[index]
-        src = self.rows[:, w.start : w.start + w.length]
-        tgt = self.rows[:, w.start + 1 : w.start + 1 + w.length]
+        src = self.rows[:, w.start : w.start + w.length].contiguous()
+        tgt = self.rows[:, w.start + 1 : w.start + 1 + w.length].contiguous()
         return {
             "id": torch.arange(self.rows.size(0)),
             "nsentences": self.rows.size(0),
