@@ -56,7 +56,7 @@ def commands(name: str, data: str, save_dir: str, extra=()):
     train = [
         "fairseq-train", data, "--user-dir", USER_DIR, "--task", "alternating_lm", "--arch", c["arch"],
         "--criterion", "synthetic_gradient_lm", "--alpha", "2", "--beta", "1",
-        "--optimizer", "adam", "--lr", "1e-3", "--weight-decay", "1.2e-6", "--clip-norm", c["clip"],
+        "--optimizer", "adam_l2", "--lr", "1e-3", "--weight-decay", "1.2e-6", "--clip-norm", c["clip"],
         "--batch-size", "20", "--batch-size-valid", "10", "--bptt", "200", "--dropout-input", "0.4",
         "--weight-drop", "0.1", "--seed", "42", "--max-epoch", "320", "--save-dir", save_dir,
         *run_flags(corpus, run), *extra,

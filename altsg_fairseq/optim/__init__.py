@@ -1,1 +1,2 @@
+from .adam_l2 import AdamL2  # noqa: F401 (registers adam_l2)
 from .warm_restarts import WarmRestartsSchedule  # noqa: F401 (registers warm_restarts)
