@@ -41,6 +41,7 @@ def test_resume_gives_the_same_losses(straight, sample_bin, tmp_path, stop):
         assert sg_loss == pytest.approx(straight[update][1], rel=1e-4), update
 
 
+@pytest.mark.slow
 def test_lstm_resumes_mid_epoch_with_its_h_and_c(sample_bin, tmp_path):
     """The carried (h, c) of an LSTM base model travel in the checkpoint too,
     and curves.csv of the resumed run holds the uninterrupted run's rows."""

@@ -62,3 +62,31 @@ def test_stack_packs_the_states_gradients_flow_through(cell, sizes):
     assert all(t is None or not t.requires_grad for s in detached for t in s)
     expected_type = QRNNState if cell == "qrnn" else RNNState
     assert all(isinstance(s, expected_type) for s in state)
+
+
+@pytest.mark.parametrize("rnn_type", ["qrnn", "lstm", "gru"])
+def test_carried_state_travels_in_the_model_extra_state(tmp_path, rnn_type):
+    """What a checkpoint keeps of the training stream's carried state (h and c
+    for an LSTM) comes back, through torch.save/torch.load(weights_only)."""
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    from conftest import REPO
+
+    (tmp_path / "dict.txt").write_text("".join(f"w{i} 1\n" for i in range(20)))
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        str(tmp_path), "--user-dir", str(REPO / "altsg_fairseq"), "--task", "alternating_lm", "--arch", "qrnn_lm",
+        "--rnn-type", rnn_type, "--embed-dim", "6", "--hidden-dim", "7",
+    ])
+    cfg = convert_namespace_to_omegaconf(args)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    model(torch.randint(4, 24, (3, 5)), stream="train")
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    fresh = tasks.setup_task(cfg.task).build_model(cfg.model)
+    fresh.load_state_dict(torch.load(tmp_path / "m.pt"))
+    saved, loaded = model.decoder.carried["train"], fresh.decoder.carried["train"]
+    assert [type(s) for s in loaded] == [type(s) for s in saved]
+    for a, b in zip(saved, loaded):
+        for s, t in zip(a, b):
+            assert (s is None and t is None) or torch.equal(s, t)
