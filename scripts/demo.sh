@@ -31,3 +31,7 @@ echo "untrained (uniform over the $types dictionary entries): $types"
 awk -F'|' '/train_inner/ && !done {match($0, /ppl=[0-9.]+/); print "first 20 updates (train): " substr($0, RSTART + 4, RLENGTH - 4); done = 1}' "$RUN/train.log"
 grep "valid on 'valid'" "$RUN/train.log" | sed -E 's/.*epoch ([0-9]+).* ppl ([0-9.]+).*/after epoch \1 (valid): \2/'
 grep -oE "Perplexity: [0-9.]+" "$RUN/eval.log" | sed 's/Perplexity: /best checkpoint (test): /'
+echo "== a sample from the best checkpoint (fairseq-interactive, temperature 0.8)"
+echo "the city of" | fairseq-interactive "$DATA" --user-dir altsg_fairseq --task alternating_lm \
+  --path "$RUN/checkpoint_best.pt" --cpu --sampling --temperature 0.8 --beam 1 --max-len-b 20 --seed 1 2>/dev/null \
+  | grep "^H-" | cut -f3
