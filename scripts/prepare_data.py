@@ -188,6 +188,14 @@ def default_bin_dir(text_dir):
     return text_dir.parent.parent / "data-bin" / text_dir.name
 
 
+def binarize_and_report(text_dir, bin_dir=None):
+    """Binarize into ``bin_dir`` (default: default_bin_dir(text_dir)) and print where and how big."""
+    bin_dir = Path(bin_dir) if bin_dir else default_bin_dir(text_dir)
+    print(f"binarizing with scripts/preprocess.sh -> {bin_dir}/", flush=True)
+    size = binarize(text_dir, bin_dir)
+    print(f"  dictionary: {size:,} entries (fairseq's 4 specials included, padded to a multiple of 8)")
+
+
 def binarize(text_dir, bin_dir):
     """Run scripts/preprocess.sh TEXT_DIR BIN_DIR; returns the dictionary size (with fairseq's specials)."""
     tools = str(Path(sys.executable).parent)
@@ -254,12 +262,8 @@ def prepare(args):
         note = ("= published" if tokens == published[split]
                 else f"published {published[split]:,}: a different or partial copy?")
         print(f"  {split + '.txt':10} {len(lines):>9,} lines {tokens:>11,} tokens  ({note})")
-    if args.no_binarize:
-        return
-    bin_dir = Path(args.bin) if args.bin else default_bin_dir(text_dir)
-    print(f"binarizing with scripts/preprocess.sh -> {bin_dir}/", flush=True)
-    size = binarize(text_dir, bin_dir)
-    print(f"  dictionary: {size:,} entries (fairseq's 4 specials included, padded to a multiple of 8)")
+    if not args.no_binarize:
+        binarize_and_report(text_dir, args.bin)
 
 
 def main(argv=None):

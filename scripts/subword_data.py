@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prepare_data import SPLITS, DataError, binarize, default_bin_dir, normalise, read_lines  # noqa: E402
+from prepare_data import SPLITS, DataError, binarize_and_report, normalise, read_lines  # noqa: E402
 
 
 def train_model(lines, prefix, vocab_size, model_type, threads, coverage, byte_fallback):
@@ -141,12 +141,8 @@ def run(args):
         if bad:
             print(f"warning: {len(bad)} lines of {split}.txt do not decode back to their words (first: line "
                   f"{bad[0]}); word-level perplexities from word_ppl.py count the original words", file=sys.stderr)
-    if args.no_binarize:
-        return
-    bin_dir = Path(args.bin) if args.bin else default_bin_dir(out_dir)
-    print(f"binarizing with scripts/preprocess.sh -> {bin_dir}/", flush=True)
-    size = binarize(out_dir, bin_dir)
-    print(f"  dictionary: {size:,} entries (fairseq's 4 specials included, padded to a multiple of 8)")
+    if not args.no_binarize:
+        binarize_and_report(out_dir, args.bin)
 
 
 def main(argv=None):
