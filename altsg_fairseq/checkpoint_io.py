@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import zipfile
 
+import torch
 from fairseq import checkpoint_utils
 from fairseq.file_io import PathManager
 
@@ -58,3 +59,15 @@ def load_checkpoint_to_cpu(path, arg_overrides=None, load_on_all_ranks=False):
 def install() -> None:
     PathManager.copy = staticmethod(atomic_copy)
     checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu
+
+
+def read_extra_state(path: str, flag: str) -> dict:
+    """The model's extra state (what the task keeps besides the weights) of the
+    checkpoint at ``path``, named by ``flag``; one clear line when unreadable."""
+    if not os.path.isfile(path):
+        raise UsageError(f"{flag} {path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu")
+    except Exception as e:  # a truncated or foreign file
+        raise UsageError(f"{flag} {path}: cannot read it as a checkpoint ({type(e).__name__}: {e})") from None
+    return state.get("model", {}).get("_extra_state") or {}

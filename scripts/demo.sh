@@ -13,7 +13,7 @@ RUN=runs/demo
 EPOCHS=${EPOCHS:-4}
 if [ ! -f "$DATA/test.bin" ]; then
   echo "== binarizing examples/sample_corpus into $DATA"
-  bash scripts/preprocess.sh examples/sample_corpus "$DATA" > /dev/null
+  bash scripts/data/preprocess.sh examples/sample_corpus "$DATA" > /dev/null
 fi
 rm -rf "$RUN"; mkdir -p "$RUN"
 echo "== training qrnn_lm for $EPOCHS epochs (log: $RUN/train.log)"

@@ -10,7 +10,7 @@ OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, cupy; print('torch', torch.__version__, '| cupy', cupy.__version__)" | tee -a "$OUT/gpu.txt"
-python3 -m pytest -q -p no:cacheprovider -rs tests/test_forget_mult.py tests/test_forget_mult_cuda_source.py 2>&1 | tee "$OUT/tests.log"
+python3 -m pytest -q -p no:cacheprovider -rs tests/unit/test_forget_mult.py tests/unit/test_forget_mult_cuda_source.py 2>&1 | tee "$OUT/tests.log"
 status=${PIPESTATUS[0]}
-python3 scripts/bench_forget_mult.py --gpu-only 2>&1 | tee "$OUT/bench.log"
+python3 benchmarks/bench_forget_mult.py --gpu-only 2>&1 | tee "$OUT/bench.log"
 exit "$status"

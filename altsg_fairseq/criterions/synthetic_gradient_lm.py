@@ -9,7 +9,7 @@ from fairseq import metrics
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 
-from ..modules.synthetic_gradient import TrainSynthesizer, inject
+from .. import distributed
 
 
 def upcast(t: torch.Tensor) -> torch.Tensor:
@@ -31,12 +31,13 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
     sum of cross-entropies + ntokens * (AR + TAR), so that divided by the
     sample size it is the per-batch mean loss of the reference.
 
-    With the task's synthesizer (``--use-sg``), in training: the carried
-    start state s_0 is routed through ``TrainSynthesizer`` so that the true
-    gradient arriving there trains the synthesizer's prediction S(s_0); in
-    synthetic phases a zero-valued term injects --sg-scale * S(s_T) at the end
-    state. Both happen inside fairseq's one backward pass; the logged loss
-    and perplexity stay the real ones.
+    With the task's synthetic-gradient method (``--use-sg``: ``task.dni``,
+    the only thing read of the task), in training: the decoder's flat start
+    state is routed through the method so that the true gradient arriving
+    there trains the synthesizer, and a zero-valued term injects the
+    synthetic gradient at the flat end state in synthetic phases. Both
+    happen inside fairseq's one backward pass; the logged loss and
+    perplexity stay the real ones.
     """
 
     def __init__(self, task, alpha: float, beta: float):
@@ -46,15 +47,15 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
 
     def forward(self, model, sample, reduce=True):
         net_input, ntokens = sample["net_input"], sample["ntokens"]
-        synthesizer = getattr(self.task, "synthesizer", None) if model.training else None
-        logging_output = {}
-        if synthesizer is None:
+        dni = self.task.dni if model.training else None
+        if dni is None:
             logits, extra = model(**net_input)
         else:
             # fairseq divides the summed loss's gradient by the tokens of all
             # data-parallel workers: the per-token units of the synthetic side
-            norm = ntokens * self.task.data_parallel_world_size
-            start, probe = self.start_state(model, net_input, synthesizer, norm, logging_output)
+            tokens = ntokens * distributed.world_size()
+            start = model.decoder.start_state(net_input["stream"], net_input["reset"], net_input["src_tokens"].size(0))
+            start, probe = dni.wrap_start(start, tokens, restart=net_input["reset"])
             logits, extra = model(**net_input, state=start)
         nll = self.cross_entropy(model, logits, sample["target"])
         loss = nll
@@ -62,7 +63,7 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
         if model.training:
             ar, tar = self.activation_penalties(extra)
             loss = nll + ntokens * (ar + tar)
-        logging_output.update({
+        logging_output = {
             "loss": loss.data,
             "nll_loss": nll.data,
             "ar": ar.data * ntokens,
@@ -70,11 +71,10 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
             "ntokens": ntokens,
             "nsentences": sample["nsentences"],
             "sample_size": ntokens,
-        })
-        if synthesizer is not None:
-            loss = loss + probe
-            if self.task.synthetic:
-                loss = loss + self.injection(model.decoder, extra["final_state"], synthesizer, norm, logging_output)
+        }
+        if dni is not None:
+            end = model.decoder.flatten_state(extra["final_state"])
+            loss = loss + probe + dni.inject(end, tokens)
         return loss, ntokens, logging_output
 
     @staticmethod
@@ -90,42 +90,6 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
             if cluster_target is not None:  # the head, and the tail clusters this batch reaches
                 nll = nll + F.cross_entropy(upcast(logits), cluster_target, reduction="sum")
         return nll
-
-    def start_state(self, model, net_input, synthesizer, norm, logging_output):
-        """The start state, wrapped so that its true gradient trains the synthesizer.
-
-        ``norm``: the token count that turns summed-loss gradients into the
-        per-token mean gradient the reference trains against.
-
-        Returns (per-layer states to start from, the zero-valued probe).
-        """
-        decoder = model.decoder
-        if net_input["reset"]:  # a new pass over the data: the synthesizer's recurrence restarts too
-            synthesizer.reset_state()
-        carried = decoder.carried_state(net_input["stream"], net_input["reset"])
-        if carried is None:
-            param = next(model.parameters())
-            cells = param.new_zeros(net_input["src_tokens"].size(0), sum(decoder.state_sizes))
-        else:
-            cells = decoder.rnn.pack(carried)
-        dtype = next(synthesizer.parameters()).dtype
-        g_hat = synthesizer(cells.detach().to(dtype))
-        doubled = self.task.cfg.sg_target == "paper" and self.task.synthetic
-        logging_output.update({"sg_steps": 1, "sg_elements": cells.numel(), "sg_loss": 0.0, "sg_norm_ratio": 0.0, "sg_skipped": 0,
-                               "sg_on": int(self.task.synthetic)})
-        cells, probe = TrainSynthesizer.apply(cells, g_hat, norm, doubled, logging_output)
-        return decoder.rnn.unpack(cells, carried), probe
-
-    def injection(self, decoder, final_state, synthesizer, norm, logging_output):
-        """Zero-valued term injecting --sg-scale * S(s_T) at the end state (per-token units)."""
-        end = decoder.rnn.pack(final_state)
-        g_hat = synthesizer(end.detach().to(next(synthesizer.parameters()).dtype)).detach()
-        if not torch.isfinite(g_hat).all():  # never let a broken synthesizer reach the model
-            logging_output["sg_skipped"] = 1
-            logging_output["sg_on"] = 0
-            synthesizer.reset_state()
-            return end.new_zeros(())
-        return inject(end, g_hat, self.task.cfg.sg_scale * norm)
 
     def activation_penalties(self, extra):
         """AR and TAR of reference section 2, as 0-dim tensors."""
@@ -144,6 +108,7 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
 
         ntokens = total("ntokens")
         sample_size = total("sample_size")
+        # summed nats -> per-token bits: fairseq logs base-2 losses and ppl = 2 ** loss
         metrics.log_scalar("loss", total("loss") / sample_size / math.log(2), sample_size, round=3)
         metrics.log_scalar("nll_loss", total("nll_loss") / ntokens / math.log(2), ntokens, round=3)
         metrics.log_scalar("ar", total("ar") / ntokens, ntokens, round=4)

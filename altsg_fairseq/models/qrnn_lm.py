@@ -1,26 +1,15 @@
 """``qrnn_lm``: the AWD-style QRNN (or LSTM/GRU) language model with carried state."""
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Optional
 
-import torch
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
-from fairseq.models import (
-    FairseqIncrementalDecoder,
-    FairseqLanguageModel,
-    register_model,
-    register_model_architecture,
-)
-from fairseq.modules import AdaptiveSoftmax
+from fairseq.models import FairseqLanguageModel, register_model, register_model_architecture
 from fairseq.utils import safe_getattr
-from torch import Tensor, nn
 
 from ..errors import UsageError
-from ..modules import CELLS, RecurrentStack, embedding_dropout, locked_dropout, map_state
-from ..tasks.alternating_lm import AlternatingLMTask
-
-# the vocabulary sizes above which the seed (AWD) splits its softmax, and its cutoffs
-SPLIT_SOFTMAX = [(500_000, [4200, 35000, 180000]), (75_000, [2800, 20000, 76000])]
+from ..modules import CELLS
+from .qrnn_decoder import QRNNDecoder
 
 
 @dataclass
@@ -40,150 +29,6 @@ class QRNNLanguageModelConfig(FairseqDataclass):
     adaptive_softmax_factor: float = field(default=4.0, metadata={"help": "each adaptive softmax tail cluster's projection is this factor smaller than the previous one"})
 
 
-def softmax_cutoffs(spec: Optional[str], vocab: int) -> List[int]:
-    """The adaptive softmax cutoffs for ``spec`` and a ``vocab``-type dictionary ([]: full softmax)."""
-    if spec is None or spec == "auto":
-        cutoffs = next((c for size, c in SPLIT_SOFTMAX if vocab > size), [])
-    elif spec == "none":
-        cutoffs = []
-    else:
-        try:
-            cutoffs = [int(c) for c in spec.split(",")]
-        except ValueError:
-            raise UsageError(f"--adaptive-softmax-cutoff takes comma-separated integers, 'auto' or 'none', got {spec!r}") from None
-        if any(c <= 0 for c in cutoffs) or cutoffs != sorted(set(cutoffs)) or cutoffs[-1] >= vocab:
-            raise UsageError(f"--adaptive-softmax-cutoff {spec}: cutoffs must be increasing, positive and below the {vocab:,} dictionary entries")
-    return [c for c in cutoffs if c < vocab]
-
-
-class QRNNDecoder(FairseqIncrementalDecoder):
-    """Embedding -> recurrent layers -> output tied to the embedding (or an adaptive softmax).
-
-    The recurrent state of every stream (a split being trained on or scored)
-    is carried from one window to the next inside the decoder, so that
-    fairseq's scorers, which call the model once per batch, see contiguous
-    text with carried state. Calls without a stream start from zeros and
-    carry nothing. In generation (``incremental_state`` given) the state
-    after the tokens seen so far is kept there, so that every step runs the
-    new token only.
-    """
-
-    def __init__(self, cfg: QRNNLanguageModelConfig, dictionary):
-        super().__init__(dictionary)
-        self.cfg = cfg
-        self.embed_tokens = nn.Embedding(len(dictionary), cfg.embed_dim)
-        self.rnn = RecurrentStack(str(cfg.rnn_type), cfg.embed_dim, cfg.hidden_dim, cfg.embed_dim, cfg.num_layers,
-                                  cfg.dropout_hidden, cfg.weight_drop, cfg.zoneout)
-        cutoffs = softmax_cutoffs(cfg.adaptive_softmax_cutoff, len(dictionary))
-        self.adaptive_softmax = None
-        if cutoffs:
-            self.adaptive_softmax = AdaptiveSoftmax(len(dictionary), cfg.embed_dim, cutoffs,
-                                                    cfg.adaptive_softmax_dropout, factor=cfg.adaptive_softmax_factor)
-        else:
-            self.output_bias = nn.Parameter(torch.zeros(len(dictionary)))
-        self.carried: Dict[str, list] = {}
-        nn.init.uniform_(self.embed_tokens.weight, -0.1, 0.1)
-
-    @property
-    def state_sizes(self) -> List[int]:
-        """Numbers per row that each layer's carried state holds (see RecurrentStack.pack)."""
-        return self.rnn.state_sizes
-
-    def carried_state(self, stream: str, reset: bool) -> Optional[list]:
-        """The state the next window of ``stream`` starts from (None: zeros)."""
-        if reset:
-            self.carried.pop(stream, None)
-        return self.carried.get(stream)
-
-    def forward(
-        self,
-        src_tokens: Tensor,
-        src_lengths: Optional[Tensor] = None,
-        stream: Optional[str] = None,
-        reset: bool = False,
-        state: Optional[list] = None,
-        incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]] = None,
-        **unused,
-    ):
-        """src_tokens: (B, T).
-
-        ``stream`` names the carried state to continue (None: start from
-        zeros, carry nothing) and ``reset`` starts it afresh. ``state`` (one
-        state per layer) overrides the carried state, e.g. to attach
-        synthetic gradients to it. The final state is carried (detached) for
-        the next window of the same stream. With ``incremental_state``
-        (generation), src_tokens is the whole prefix so far and only the
-        tokens after the stored state are run.
-
-        Returns (logits (B, T', V), extra), T' the positions run (features
-        (B, T', E) instead of logits with an adaptive softmax); extra holds
-        "initial_state" and "final_state" (per-layer states, with graph),
-        "raw_last" (T', B, E: the last layer's output) and "dropped_last"
-        (the same after the output dropout).
-        """
-        prefix_length = src_tokens.size(1)
-        if incremental_state is not None:
-            state, src_tokens = self._resume(incremental_state, src_tokens)
-        elif state is None and stream is not None:
-            state = self.carried_state(stream, reset)
-        x = embedding_dropout(self.embed_tokens, src_tokens.t(), self.cfg.dropout_embed, self.training)
-        x = locked_dropout(x, self.cfg.dropout_input, self.training)
-        x, final_state = self.rnn(x, state)
-        dropped = locked_dropout(x, self.cfg.dropout, self.training)
-        if stream is not None:
-            self.carried[stream] = map_state(final_state, Tensor.detach)
-        if incremental_state is not None:
-            self._store(incremental_state, final_state, prefix_length)
-        out = dropped.transpose(0, 1)
-        if self.adaptive_softmax is None:
-            out = self.output_layer(out)
-        extra = {"initial_state": state, "final_state": final_state, "raw_last": x, "dropped_last": dropped, "attn": None}
-        return out, extra
-
-    def output_layer(self, features: Tensor) -> Tensor:
-        """features: (B, T, E) -> logits (B, T, V), tied to the embedding."""
-        return nn.functional.linear(features, self.embed_tokens.weight, self.output_bias)
-
-    # ---- generation: the state after the prefix lives in incremental_state ----
-
-    def _resume(self, incremental_state, tokens: Tensor):
-        """(the state stored after the tokens run so far or None, the tokens not yet run)."""
-        saved = self.get_incremental_state(incremental_state, "state")
-        if not saved:
-            return None, tokens
-        states = [
-            layer.State(*(saved[f"{n}.{i}"] for i in range(len(layer.State._fields))))
-            for n, layer in enumerate(self.rnn.layers)
-        ]
-        return states, tokens[:, int(saved["ran"]):]
-
-    def _store(self, incremental_state, final_state, ran: int) -> None:
-        saved: Dict[str, Optional[Tensor]] = {"ran": torch.tensor(ran)}
-        for n, s in enumerate(final_state):
-            for i, t in enumerate(s):
-                saved[f"{n}.{i}"] = None if t is None else t.detach()
-        self.set_incremental_state(incremental_state, "state", saved)
-
-    def reorder_incremental_state(self, incremental_state, new_order: Tensor) -> None:
-        saved = self.get_incremental_state(incremental_state, "state")
-        if not saved:
-            return
-        for key, t in saved.items():
-            if t is not None and t.dim() == 2:  # the per-row state tensors (B, H)
-                saved[key] = t.index_select(0, new_order)
-        self.set_incremental_state(incremental_state, "state", saved)
-
-    def max_positions(self):
-        return int(1e9)
-
-    def upgrade_state_dict_named(self, state_dict, name):
-        """Checkpoints from before the LSTM/GRU cores kept the layers at decoder.layers."""
-        prefix = f"{name}." if name else ""
-        for key in [k for k in state_dict if k.startswith(f"{prefix}layers.")]:
-            state_dict[f"{prefix}rnn.{key[len(prefix):]}"] = state_dict.pop(key)
-        return state_dict
-
-
 @register_model("qrnn_lm", dataclass=QRNNLanguageModelConfig)
 class QRNNLanguageModel(FairseqLanguageModel):
     """AWD-style QRNN language model (Merity et al.) with tied embeddings;
@@ -191,12 +36,18 @@ class QRNNLanguageModel(FairseqLanguageModel):
 
     Architectures: ``qrnn_lm`` (the config defaults: 2 x 256, fast on a CPU),
     ``qrnn_lm_ptb`` and ``qrnn_lm_wt2`` (the seed's 4 x 1550, emsize 400).
+
+    Args:
+        decoder: its ``QRNNDecoder``.
+
+    Inputs / Outputs: as ``QRNNDecoder`` (src_tokens (B, T) -> logits
+    (B, T, V) and extra).
     """
 
     def __init__(self, decoder):
         super().__init__(decoder)
         # (get, set) callables of the task: training state kept in the
-        # model's checkpoint entry, e.g. the synthesizer and its optimizer
+        # model's checkpoint entry (carried state, the synthesizer)
         self.extra_state_hooks = None
         # the task's neural cache (fairseq-eval-lm --cache-window), or None
         self.cache_pointer = None
@@ -218,7 +69,9 @@ class QRNNLanguageModel(FairseqLanguageModel):
 
     @classmethod
     def build_model(cls, cfg, task):
-        if not isinstance(task, AlternatingLMTask):
+        # a capability of the task, not its class: it must serve contiguous
+        # windows of named streams (net_input "stream" and "reset")
+        if not getattr(task, "contiguous_streams", False):
             raise UsageError(
                 f"qrnn_lm needs --task alternating_lm (it carries its state across contiguous windows), "
                 f"not {getattr(task.cfg, '_name', type(task).__name__)}"

@@ -33,18 +33,29 @@ from torch import Tensor, nn
 
 
 class CachePointer(nn.Module):
-    """Mixes a model's log-softmax with a continuous cache over its history.
-
-    window: how many past (h_j, y_j) pairs each row keeps (>= 0; 0 disables
-        the cache). theta: inverse temperature of the attention. lam: weight
-        of the cache distribution, in [0, 1]. full_window_only: mix only at
-        stream positions n > window, as AWD-LSTM's pointer.py does.
-    chunk_size: how many query positions are scored at once; bounds the
-        (B, chunk, window + T) and (B, chunk, V) intermediates, not the result.
+    """Mixes a model's log-softmax with a continuous cache over its history (Grave et al., 2017).
 
     The history is state, not parameters: it is kept detached, in the
     dtype and on the device of the last call's ``hidden``. ``reset()``
     forgets it (call it at the start of every pass over a data set).
+
+    Args:
+        window: how many past (h_j, y_j) pairs each row keeps (>= 0; 0
+            disables the cache; ``ValueError`` below 0).
+        theta: inverse temperature of the attention.
+        lam: weight of the cache distribution, in [0, 1] (``ValueError`` outside).
+        full_window_only: mix only at stream positions n > window, as
+            AWD-LSTM's pointer.py does.
+        chunk_size: how many query positions are scored at once; bounds the
+            (B, chunk, window + T) and (B, chunk, V) intermediates, not the result.
+
+    Inputs (``forward``):
+        log_probs: (B, T, V) the model's log-softmax (natural log) at each position;
+        hidden: (B, T, H) the last layer's outputs; target: (B, T) next-word ids.
+
+    Outputs:
+        (B, T, V) log(lam * p_cache + (1 - lam) * p_model), natural log, in
+        ``log_probs``' dtype. ``score_targets`` does the same for the targets only.
     """
 
     def __init__(

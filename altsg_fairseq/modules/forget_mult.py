@@ -129,9 +129,27 @@ class _CompiledForgetMult(torch.autograd.Function):
         return None, grad_f.view(shape), grad_x.view(shape), grad_h0.view(shape[1:]) if ctx.has_h0 else None, None
 
 
+def _environment_backend() -> str:
+    backend = os.environ.get("ALTSG_FORGET_MULT", "auto")
+    if backend not in BACKENDS:
+        raise ValueError(f"ALTSG_FORGET_MULT={backend} is not a forget-mult backend; choose one of {', '.join(BACKENDS)}")
+    return backend
+
+
+def check_backend() -> str:
+    """The backend that ``ALTSG_FORGET_MULT`` chooses for whole runs ("auto" when unset),
+    checked before any work: ``ValueError`` when it names no backend,
+    ``BackendUnavailable`` when it asks for CUDA where there is no GPU or no CuPy."""
+    backend = _environment_backend()
+    if backend == "cuda" and not forget_mult_cuda.available():
+        missing = "a CUDA GPU" if not torch.cuda.is_available() else "CuPy"
+        raise BackendUnavailable(f"ALTSG_FORGET_MULT=cuda needs {missing}: {forget_mult_cuda.INSTALL_HINT}; or unset it")
+    return backend
+
+
 def _resolve(backend: Optional[str], device: torch.device):
     """The kernels to use, or None for the reference loop."""
-    backend = backend or os.environ.get("ALTSG_FORGET_MULT", "auto")
+    backend = backend or _environment_backend()
     if backend not in BACKENDS:
         raise ValueError(f"unknown forget_mult backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "reference":

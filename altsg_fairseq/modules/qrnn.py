@@ -25,15 +25,27 @@ class QRNNState(NamedTuple):
 
 
 class QRNNLayer(nn.Module):
-    """One QRNN layer with fo-pooling.
+    """One QRNN layer with fo-pooling (Bradbury et al., 2017; reference section 2).
 
     A linear map of the window's inputs (x_t, and x_{t-1} when ``window`` is
     2) gives Z (tanh), F (sigmoid) and O (sigmoid); then
-    c_t = f_t * z_t + (1 - f_t) * c_{t-1} and h_t = o_t * c_t.
+    c_t = f_t * z_t + (1 - f_t) * c_{t-1} (the forget-mult) and h_t = o_t * c_t.
 
-    Zoneout ``zoneout`` acts on F: in training F is multiplied by a
-    Bernoulli(1 - p) mask (a zero keeps the old state); in evaluation F is
-    scaled by (1 - p). ``weight_dropout`` is DropConnect on the linear weight.
+    Args:
+        input_size, hidden_size: I and H.
+        window: 1 or 2 (``ValueError`` otherwise); with 2 the layer keeps its
+            last input for the next segment, without gradient.
+        zoneout: in training F is multiplied by a Bernoulli(1 - p) mask (a
+            zero keeps the old state); in evaluation F is scaled by (1 - p).
+        weight_dropout: DropConnect on the linear weight (training only).
+        output_gate: h_t = o_t * c_t (True) or c_t (False).
+
+    Inputs:
+        x: (T, B, I); state: the previous segment's QRNNState or None (zeros).
+
+    Outputs:
+        (h (T, B, H), the QRNNState after step T). Its cell keeps its graph:
+        detach it to truncate backpropagation.
     """
 
     State = QRNNState
@@ -72,11 +84,6 @@ class QRNNLayer(nn.Module):
         return QRNNState(flat, None if template is None else template.prev_x)
 
     def forward(self, x: Tensor, state: Optional[QRNNState] = None):
-        """x: (T, B, I); state: the previous segment's QRNNState or None.
-
-        Returns (h, new_state): h (T, B, H) and the QRNNState after step T,
-        whose cell keeps its graph (detach it to truncate backpropagation).
-        """
         cell = None if state is None else state.cell
         if self.window == 2:
             prev = None if state is None else state.prev_x

@@ -15,14 +15,31 @@ State = List[tuple]  # one NamedTuple (QRNNState or RNNState) per layer
 
 
 class RecurrentStack(nn.Module):
-    """``num_layers`` layers of ``cell``: input_size -> hidden_size -> ... -> output_size.
+    """``num_layers`` recurrent layers with the AWD regularisers (reference section 2).
 
-    As in AWD: locked dropout ``dropout_hidden`` between layers, DropConnect
-    ``weight_drop`` (QRNN: its linear weight; LSTM/GRU: the hidden-to-hidden
-    weight), a window of 2 on the first QRNN layer, ``zoneout`` on QRNN forget
-    gates. The state of the whole stack is a list of per-layer NamedTuples;
-    ``pack``/``unpack`` view the part that carries gradient as one (B, S)
-    matrix (QRNN: the cells; LSTM: h and c; GRU: h), S = sum(state_sizes).
+    The state of the whole stack is a list of per-layer NamedTuples (QRNNState
+    or RNNState). ``pack``/``unpack`` view the part that carries gradient as
+    one flat (B, S) matrix (QRNN: the cells; LSTM: h and c; GRU: h),
+    S = sum(state_sizes); ``state_tensors``/``state_from_tensors`` turn a
+    state into plain lists of tensors and back (checkpoints, generation).
+
+    Args:
+        cell: ``"qrnn"``, ``"lstm"`` or ``"gru"`` (``ValueError`` otherwise).
+        input_size, hidden_size, output_size: sizes input -> hidden -> ...
+            -> hidden -> output over the layers.
+        num_layers: the number of layers.
+        dropout_hidden: locked dropout between layers (training only).
+        weight_drop: DropConnect on the QRNN linear weights or the LSTM/GRU
+            hidden-to-hidden weights.
+        zoneout: zoneout on the QRNN forget gates. The first QRNN layer has a
+            window of 2.
+
+    Inputs:
+        x: (T, B, input_size); state: per-layer states, or None (zeros).
+
+    Outputs:
+        (the last layer's output (T, B, output_size), the per-layer states
+        after step T, with graph).
     """
 
     def __init__(self, cell: str, input_size: int, hidden_size: int, output_size: int, num_layers: int,
@@ -46,11 +63,6 @@ class RecurrentStack(nn.Module):
         return [layer.state_size for layer in self.layers]
 
     def forward(self, x: Tensor, state: Optional[State] = None):
-        """x: (T, B, I); state: per-layer states or None (zeros).
-
-        Returns (the last layer's output (T, B, O), the per-layer states after
-        step T, with graph).
-        """
         final = []
         for n, layer in enumerate(self.layers):
             x, layer_state = layer(x, None if state is None else state[n])
@@ -69,6 +81,16 @@ class RecurrentStack(nn.Module):
         parts = flat.split(self.state_sizes, 1)
         template = template or [None] * len(self.layers)
         return [layer.unflatten_state(p, t) for layer, p, t in zip(self.layers, parts, template)]
+
+    @staticmethod
+    def state_tensors(state: State) -> List[List[Optional[Tensor]]]:
+        """Per-layer states -> a list per layer of its tensors (None for a part a layer lacks)."""
+        return [list(s) for s in state]
+
+    def state_from_tensors(self, tensors: Sequence[Sequence[Optional[Tensor]]], like: Tensor) -> State:
+        """Inverse of ``state_tensors``; the tensors take the dtype and device of ``like``."""
+        return [layer.State(*(None if t is None else t.to(like) for t in parts))
+                for layer, parts in zip(self.layers, tensors)]
 
 
 def map_state(state: Sequence[tuple], fn: Callable[[Tensor], Tensor]) -> State:

@@ -31,10 +31,20 @@ def locked_dropout(x: Tensor, p: float, training: bool) -> Tensor:
 
 
 class WeightDropLinear(nn.Linear):
-    """``nn.Linear`` with DropConnect on its weight matrix (weight drop).
+    """``nn.Linear`` with DropConnect on its weight matrix (weight drop, AWD-LSTM).
 
     In training a fresh dropout mask is applied to the weight at every call
     (the bias is left alone); in evaluation the weight is used as is.
+
+    Args:
+        in_features, out_features: as ``nn.Linear``.
+        weight_dropout: the probability of dropping each weight.
+
+    Inputs:
+        x: (..., in_features).
+
+    Outputs:
+        (..., out_features).
     """
 
     def __init__(self, in_features: int, out_features: int, weight_dropout: float = 0.0):

@@ -16,8 +16,21 @@ class RNNState(NamedTuple):
 
 
 class RNNLayer(nn.Module):
-    """One LSTM or GRU layer (``cell``) with DropConnect on its hidden-to-hidden
-    weight (AWD-LSTM's WeightDrop on ``weight_hh_l0``), same interface as QRNNLayer."""
+    """One LSTM or GRU layer with AWD-LSTM's weight drop, interchangeable with QRNNLayer.
+
+    Args:
+        input_size, hidden_size: I and H.
+        cell: ``"lstm"`` or ``"gru"`` (``ValueError`` otherwise), the seed's
+            ``--model LSTM|GRU``.
+        weight_dropout: DropConnect on the hidden-to-hidden weight
+            (``weight_hh_l0``, as AWD-LSTM's WeightDrop), training only.
+
+    Inputs:
+        x: (T, B, I); state: the previous segment's RNNState or None (zeros).
+
+    Outputs:
+        (h (T, B, H), the RNNState after step T, with graph).
+    """
 
     State = RNNState
 
@@ -46,7 +59,6 @@ class RNNLayer(nn.Module):
         return RNNState(flat, None)
 
     def forward(self, x: Tensor, state: Optional[RNNState] = None):
-        """x: (T, B, I) -> (h (T, B, H), the RNNState after step T, with graph)."""
         weights = dict(self.rnn.named_parameters())
         if self.training and self.weight_dropout > 0:
             weights["weight_hh_l0"] = F.dropout(weights["weight_hh_l0"], self.weight_dropout, True)

@@ -9,7 +9,8 @@ from fairseq.optim.lr_scheduler import FairseqLRScheduler, register_lr_scheduler
 from omegaconf import II
 
 from ..errors import UsageError
-from ..modules.schedule import check_epochs, cosine_factor
+from ..flags import checked, epochs_as_lists
+from ..schedule import check_epochs, cosine_factor
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +39,7 @@ class WarmRestartsSchedule(FairseqLRScheduler):
         super().__init__(cfg, optimizer)
         if len(cfg.lr) > 1:
             raise UsageError("--lr-scheduler warm_restarts takes one --lr value")
-        try:
-            check_epochs("--when", cfg.when)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
+        checked(check_epochs, "--when", cfg.when)
         if cfg.restart_lr and not cfg.restart_base:
             raise UsageError("--restart-lr needs --restart-base B [B ...] (the epochs of the warm restarts)")
         if cfg.autodecay < 0:
@@ -55,8 +53,6 @@ class WarmRestartsSchedule(FairseqLRScheduler):
     @classmethod
     def add_args(cls, parser):
         super().add_args(parser)
-        from ..tasks.alternating_lm import epochs_as_lists
-
         epochs_as_lists(parser, cls.LIST_FLAGS)
 
     def lr_for_epoch(self, epoch: int) -> float:

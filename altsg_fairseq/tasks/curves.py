@@ -3,10 +3,47 @@
 import csv
 import math
 import os
-from typing import Dict
+import time
+from typing import Dict, Optional
 
 COLUMNS = ("epoch", "seconds", "train_loss", "valid_loss", "train_ppl", "valid_ppl", "lr", "synthetic", "restart")
 FILENAME = "curves.csv"
+
+
+class LearningCurve:
+    """One row of ``<save-dir>/curves.csv`` per epoch (reference section 7).
+
+    ``begin_epoch`` starts the epoch's clock, ``set_lr`` notes its learning
+    rate, and the first ``end_validation`` of the epoch writes the row:
+    losses in nats without the AR/TAR terms, ppl = exp(loss), seconds of
+    training and validation. ``path`` None writes nothing (``--no-save``).
+    """
+
+    def __init__(self, path: Optional[str]):
+        self.path = path
+        self.row: Dict[str, float] = {}
+        self.start = time.time()
+        self.written = False
+
+    def begin_epoch(self, epoch: int, synthetic: bool, restart: bool) -> None:
+        self.row = {"epoch": epoch, "synthetic": synthetic, "restart": restart, "lr": float("nan")}
+        self.start = time.time()
+
+    def set_lr(self, lr: float) -> None:
+        self.row["lr"] = lr
+
+    def begin_validation(self) -> None:
+        self.written = False
+
+    def end_validation(self, train_bits: float, valid_bits: float) -> None:
+        """Write the epoch's row (once per epoch) from fairseq's per-token losses in bits."""
+        if self.written or self.path is None:
+            return
+        self.written = True
+        # fairseq logs base-2 losses (bits); the CSV keeps the seed's nats
+        train_loss, valid_loss = train_bits * math.log(2), valid_bits * math.log(2)
+        write_row(self.path, dict(self.row, seconds=time.time() - self.start, train_loss=train_loss,
+                                  valid_loss=valid_loss, train_ppl=math.exp(train_loss), valid_ppl=math.exp(valid_loss)))
 
 
 def write_row(path: str, row: Dict[str, float]) -> None:

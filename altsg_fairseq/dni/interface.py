@@ -1,0 +1,177 @@
+"""The synthetic-gradient (DNI) method as one object: ``BackwardInterface``.
+
+As dni-pytorch's ``BackwardInterface`` is the whole DNI concept for one
+activation, this object is the whole method for a recurrent model's carried
+state (paper section 3; reference sections 4-6): it owns the synthesizer,
+its Adam optimiser, the phase (synthetic or real gradients), the
+synthesizer's recurrent state and the statistics of the current window.
+One training window of B rows, whose flat carried state has S numbers a row:
+
+    start, probe = interface.wrap_start(s_0, tokens, restart)  # s_0: (B, S)
+    ... run the model from ``start``; end state s_T (B, S), summed loss ...
+    (loss + probe + interface.inject(s_T, tokens)).backward()
+    stats = interface.pop_stats()                  # for the logs
+    interface.step(weight_decay, windows, all_reduce)
+
+``tokens`` is the number of target tokens the loss sums over, on all
+data-parallel workers together: it turns gradients of the summed loss into
+those of the per-token mean loss, the units the synthesizer learns in (the
+seed's loss is a mean).
+"""
+
+from typing import Callable, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .meeting import TrainSynthesizer, inject
+from .synthesizer import Synthesizer
+
+TARGETS = ("paper", "dni")
+_KEYS = ("synthesizer_config", "synthesizer", "synthesizer_optimizer", "synthesizer_recurrent_state")
+
+
+class SynthesizerMismatch(ValueError):
+    """A saved synthesizer of another core or size than the one it is loaded into."""
+
+    def __init__(self, saved: Optional[dict], expected: dict):
+        self.saved, self.expected = saved, expected
+        super().__init__(f"the saved synthesizer ({saved}) does not match this one ({expected})")
+
+
+class BackwardInterface:
+    """Synthetic gradients at a carried state: the synthesizer, its optimiser and its phase.
+
+    Args:
+        synthesizer: the ``Synthesizer`` (it is put in training mode).
+        lr: the constant learning rate of the synthesizer's own Adam (the
+            seed's 1e-3); its weight decay is given at every ``step``.
+        scale: factor of the synthetic gradient injected at the end state (0.1).
+        target: ``"paper"``: the seed's update, whose two backward passes
+            give the synthesizer the output gradient 2 (2 g_hat - g_true) in
+            synthetic phases and 2 (g_hat - g_true) in real ones;
+            ``"dni"``: always 2 (g_hat - g_true).
+        frozen: never update the synthesizer (the seed's ``--fixsg``).
+
+    ``synthetic`` is the phase: True while synthetic gradients are injected.
+    Raises ``ValueError`` for an unknown target or a negative lr.
+    """
+
+    def __init__(self, synthesizer: Synthesizer, lr: float = 1e-3, scale: float = 0.1, target: str = "paper",
+                 frozen: bool = False):
+        if target not in TARGETS:
+            raise ValueError(f"unknown synthesizer target {target!r}; choose one of {', '.join(TARGETS)}")
+        if lr < 0:
+            raise ValueError(f"the synthesizer's learning rate must be >= 0, got {lr}")
+        self.synthesizer = synthesizer.train()
+        self.optimizer = torch.optim.Adam(synthesizer.parameters(), lr=lr)
+        self.scale, self.target, self.frozen = scale, target, frozen
+        self.synthetic = False
+        self._window: dict = {}
+
+    # ---- one training window --------------------------------------------------
+
+    def wrap_start(self, start: Tensor, tokens: float, restart: bool = False) -> Tuple[Tensor, Tensor]:
+        """Route the start state through the synthesizer's training.
+
+        start: (B, S) the window's flat start state (its gradient is the
+        target). restart: a new pass over the data begins here, so the
+        synthesizer's recurrent state restarts too.
+        Returns (start', probe): start' (B, S) equals ``start`` and replaces
+        it in the forward pass; probe is a zero scalar to add to the loss.
+        """
+        self._follow(start.device)
+        if restart:
+            self.synthesizer.reset_state()
+        g_hat = self.synthesizer(start.detach().to(self._dtype))
+        self._window = {"sg_steps": 1, "sg_elements": start.numel(), "sg_loss": 0.0, "sg_norm_ratio": 0.0,
+                        "sg_skipped": 0, "sg_on": int(self.synthetic)}
+        doubled = self.target == "paper" and self.synthetic
+        return TrainSynthesizer.apply(start, g_hat, tokens, doubled, self._window.update)
+
+    def inject(self, end: Tensor, tokens: float) -> Tensor:
+        """A zero scalar to add to the loss; in synthetic phases its gradient at
+        ``end`` (B, S), the window's flat end state, is scale * S(end) in the
+        units of the summed loss. A non-finite prediction is never injected:
+        it is counted (``sg_skipped``) and the synthesizer's state restarts."""
+        if not self.synthetic:
+            return end.new_zeros(())
+        g_hat = self.synthesizer(end.detach().to(self._dtype)).detach()
+        if not torch.isfinite(g_hat).all():
+            self._window.update(sg_skipped=1, sg_on=0)
+            self.synthesizer.reset_state()
+            return end.new_zeros(())
+        return inject(end, g_hat, self.scale * tokens)
+
+    def pop_stats(self) -> dict:
+        """The statistics of the window since ``wrap_start`` (complete once its
+        backward pass has run), then forgets them: ``sg_steps`` (1),
+        ``sg_elements`` (B * S), ``sg_loss`` (sum of squared errors),
+        ``sg_norm_ratio`` (|g_hat| / |g_true| at the start state), ``sg_on``
+        (1 when synthetic gradients were injected), ``sg_skipped`` (1 when a
+        non-finite gradient was skipped). Empty when no window ran."""
+        stats, self._window = self._window, {}
+        return stats
+
+    def step(self, weight_decay: float = 0.0, windows: int = 1,
+             all_reduce: Optional[Callable[[Tensor], None]] = None) -> None:
+        """Update the synthesizer from the gradients of ``windows`` accumulated windows.
+
+        The synthesizer's loss sums over state elements, so the gradients of
+        data-parallel workers (``all_reduce`` sums a tensor over them in
+        place; every worker must call ``step``) add up as one worker holding
+        all rows would; accumulated windows are averaged. Constant lr, no
+        clipping, L2 ``weight_decay`` (the model optimizer's).
+        """
+        params = list(self.synthesizer.parameters())
+        if not self.frozen:
+            flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
+            if all_reduce is not None:
+                all_reduce(flat)
+            flat /= max(windows, 1)
+            for p, g in zip(params, flat.split([p.numel() for p in params])):
+                p.grad = g.view_as(p)
+            for group in self.optimizer.param_groups:
+                group["weight_decay"] = weight_decay
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def reset_state(self) -> None:
+        """Forget the synthesizer's recurrent state."""
+        self.synthesizer.reset_state()
+
+    # ---- checkpoints ------------------------------------------------------------
+
+    @staticmethod
+    def found_in(state: dict) -> bool:
+        """Whether ``state`` (as ``state_dict`` returns it, possibly inside a larger dict) holds a synthesizer."""
+        return "synthesizer" in state
+
+    def state_dict(self) -> dict:
+        """The synthesizer, its config, its optimizer and its recurrent state (tensors and plain containers)."""
+        return dict(zip(_KEYS, (self.synthesizer.config, self.synthesizer.state_dict(), self.optimizer.state_dict(),
+                                self.synthesizer.recurrent_state())))
+
+    def load_state_dict(self, state: dict) -> None:
+        """Inverse of ``state_dict``; raises ``SynthesizerMismatch`` for another core or size."""
+        if state.get("synthesizer_config") != self.synthesizer.config:
+            raise SynthesizerMismatch(state.get("synthesizer_config"), self.synthesizer.config)
+        self.synthesizer.load_state_dict(state["synthesizer"])
+        self.optimizer.load_state_dict(state["synthesizer_optimizer"])
+        self.synthesizer.load_recurrent_state(state.get("synthesizer_recurrent_state", []))
+
+    # ---- internals --------------------------------------------------------------
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self.synthesizer.encoder.weight.dtype
+
+    def _follow(self, device: torch.device) -> None:
+        """Move the synthesizer, its recurrent state and its optimizer's state to ``device``
+        (once: the model it serves is moved after this object is built)."""
+        if device == self.synthesizer.encoder.weight.device:
+            return
+        state = self.synthesizer.recurrent_state()
+        self.synthesizer.to(device)
+        self.synthesizer.load_recurrent_state(state)
+        self.optimizer.load_state_dict(self.optimizer.state_dict())  # casts Adam's moments to the new device

@@ -1,0 +1,62 @@
+"""Where synthetic and real gradients meet, inside ONE backward pass (reference section 5).
+
+``TrainSynthesizer.apply(state, g_hat, tokens, doubled, report)`` returns
+``(state_out, probe)``. ``state_out`` equals ``state`` and replaces it in the
+forward pass; ``probe`` is a zero scalar to be added to the loss. In the
+backward pass the gradient arriving at ``state_out`` is the true gradient
+(of the summed loss, times any loss scale) and the gradient arriving at
+``probe`` is exactly that loss scale, so the function recovers
+
+    g_true = grad(state_out) / (loss_scale * tokens)
+
+the gradient of the per-token mean loss, and sends the synthesizer's output
+the regression gradient 2 * (k * g_hat - g_true) (k = 2 when ``doubled``: the
+seed's update in synthetic phases, where its two backward passes make the
+prediction count twice; else k = 1). The gradient at ``state`` passes on
+unchanged. Once per backward pass it calls ``report(stats)`` with the
+window's statistics: ``sg_loss`` = sum((g_hat - g_true)^2) and
+``sg_norm_ratio`` = |g_hat| / |g_true|, or ``sg_skipped`` = 1 when the error is
+not finite (the synthesizer then gets a zero gradient).
+
+``inject(end_state, g_hat_end, weight)`` is a zero-valued term whose
+gradient with respect to ``end_state`` is ``weight * g_hat_end``: added to
+the loss it injects a synthetic gradient at the end of the segment.
+"""
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+
+class TrainSynthesizer(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, state: Tensor, g_hat: Tensor, tokens: float, doubled: bool, report: Callable[[dict], None]):
+        """state: (B, S) the segment's start state; g_hat: (B, S) its predicted gradient."""
+        ctx.tokens, ctx.doubled, ctx.report = tokens, doubled, report
+        ctx.save_for_backward(g_hat)
+        return state.clone(), state.new_zeros((), dtype=torch.float32)
+
+    @staticmethod
+    def backward(ctx, grad_state: Tensor, grad_probe: Tensor):
+        (g_hat,) = ctx.saved_tensors
+        loss_scale = 0.0 if grad_probe is None else float(grad_probe)
+        if grad_state is None or loss_scale == 0.0:  # e.g. a dummy batch with the loss zeroed
+            return grad_state, torch.zeros_like(g_hat), None, None, None
+        g_true = grad_state.to(g_hat.dtype) / (loss_scale * ctx.tokens)
+        error = g_hat - g_true
+        if not torch.isfinite(error).all():  # never train on a broken target or prediction
+            ctx.report({"sg_skipped": 1})
+            return grad_state, torch.zeros_like(g_hat), None, None, None
+        ctx.report({
+            "sg_loss": error.detach().pow(2).sum(),
+            "sg_norm_ratio": g_hat.detach().norm() / g_true.norm().clamp_min(1e-30),
+        })
+        k = 2.0 if ctx.doubled else 1.0
+        return grad_state, 2 * (k * g_hat - g_true), None, None, None
+
+
+def inject(end_state: Tensor, g_hat_end: Tensor, weight: float) -> Tensor:
+    """A zero-valued scalar whose gradient at end_state (B, S) is weight * g_hat_end (B, S)."""
+    term = (end_state * (weight * g_hat_end.detach().to(end_state.dtype))).sum()
+    return term - term.detach()

@@ -1,0 +1,79 @@
+"""The flags of ``alternating_lm`` (their help strings are the docs) and their checks."""
+
+import os
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from omegaconf import II
+
+from ..dni import CORES, TARGETS
+from ..errors import UsageError
+from ..flags import checked
+from ..modules.forget_mult import BackendUnavailable, check_backend
+from ..schedule import check_epochs
+
+
+@dataclass
+class AlternatingLMConfig(FairseqDataclass):
+    data: Optional[str] = field(default=None, metadata={"help": "directory of fairseq-preprocess --only-source output (dict.txt, train.bin/.idx, ...)"})
+    bptt: int = field(default=70, metadata={"help": "base window length of truncated BPTT; training windows vary around it (the seed's runs use 200)"})
+    use_sg: bool = field(default=False, metadata={"help": "train a synthesizer of the gradient at the carried state (DNI); it injects synthetic gradients in synthetic phases"})
+    sg_type: ChoiceEnum(CORES) = field(default="qrnn", metadata={"help": "recurrent core of the synthesizer"})
+    sg_hidden: int = field(default=50, metadata={"help": "hidden size of the synthesizer's core"})
+    sg_layers: int = field(default=1, metadata={"help": "layers of the synthesizer's core"})
+    sg_dropout: float = field(default=0.1, metadata={"help": "dropout between the synthesizer core's layers"})
+    sg_noise: float = field(default=0.5, metadata={"help": "standard deviation of the multiplicative Normal(1, std) noise on the synthesizer's inputs in training"})
+    sg_scale: float = field(default=0.1, metadata={"help": "factor of the synthetic gradient injected at the end state"})
+    sg_target: ChoiceEnum(TARGETS) = field(default="paper", metadata={"help": "synthesizer update: 'paper' reproduces the seed (its output gradient is 2*(2*g_hat - g_true) in synthetic phases, 2*(g_hat - g_true) in real ones); 'dni' always 2*(g_hat - g_true)"})
+    sg_lr: float = field(default=1e-3, metadata={"help": "constant learning rate of the synthesizer's own Adam (its weight decay is the model optimizer's)"})
+    fix_sg: bool = field(default=False, metadata={"help": "freeze the synthesizer (no updates)"})
+    resume_sg: Optional[str] = field(default=None, metadata={"help": "checkpoint of an earlier --use-sg run to take the synthesizer and its optimizer state from"})
+    whenswitch: List[int] = field(default_factory=list, metadata={"help": "epochs at whose start synthetic gradients are toggled on/off (off at first)"})
+    mixture: bool = field(default=False, metadata={"help": "alternate: toggle synthetic gradients at every warm restart (--restart-base)"})
+    restart_base: List[int] = field(default_factory=list, metadata={"help": "warm restarts: one value B restarts after epochs B, 2B, 4B, ...; several values are the restart epochs. Used by --mixture and by --lr-scheduler warm_restarts --restart-lr"})
+    cache_window: int = field(default=0, metadata={"help": "evaluation (fairseq-eval-lm): mix the model's softmax with a neural cache over the last N (hidden state, next word) pairs of each row; 0: off (the seed's pointer.py: 3785)"})
+    cache_theta: float = field(default=0.6625, metadata={"help": "inverse temperature of the cache's attention over past hidden states (pointer.py --theta)"})
+    cache_lambda: float = field(default=0.1279, metadata={"help": "weight of the cache distribution in the mixture (pointer.py --lambdasm)"})
+    cache_early: bool = field(default=False, metadata={"help": "mix the cache in as soon as it holds one word; the seed's pointer.py waits until it holds --cache-window words"})
+    seed: int = II("common.seed")
+    train_subset: str = II("dataset.train_subset")
+    save_dir: str = II("checkpoint.save_dir")
+    no_save: bool = II("checkpoint.no_save")
+
+
+LIST_FLAGS = ("whenswitch", "restart_base")
+
+
+def check_config(cfg: AlternatingLMConfig) -> str:
+    """Check the flags before anything is loaded; returns the data directory.
+
+    Raises the one-line ``UsageError`` for every mistake it finds.
+    """
+    if cfg.bptt < 1:
+        raise UsageError(f"--bptt must be at least 1, got {cfg.bptt}")
+    checked(check_epochs, "--whenswitch", cfg.whenswitch)
+    checked(check_epochs, "--restart-base", cfg.restart_base, increasing=True)
+    if cfg.mixture and not cfg.restart_base:
+        raise UsageError("--mixture toggles synthetic gradients at warm restarts: add --restart-base B [B ...]")
+    sg_only = [flag for flag, on in [("--whenswitch", cfg.whenswitch), ("--mixture", cfg.mixture),
+                                     ("--fix-sg", cfg.fix_sg), ("--resume-sg", cfg.resume_sg)] if on]
+    if sg_only and not cfg.use_sg:
+        raise UsageError(f"{', '.join(sg_only)}: synthesizer options, they need --use-sg")
+    if cfg.cache_window < 0 or cfg.cache_theta < 0 or not 0 <= cfg.cache_lambda <= 1:
+        raise UsageError(f"--cache-window and --cache-theta must be >= 0 and --cache-lambda in [0, 1], "
+                         f"got {cfg.cache_window}, {cfg.cache_theta}, {cfg.cache_lambda}")
+    if cfg.use_sg and min(cfg.sg_hidden, cfg.sg_layers) < 1:
+        raise UsageError(f"--sg-hidden and --sg-layers must be at least 1, got {cfg.sg_hidden} and {cfg.sg_layers}")
+    try:
+        check_backend()
+    except (ValueError, BackendUnavailable) as e:
+        raise UsageError(str(e)) from None
+    if not cfg.data:
+        raise UsageError("no data directory given; pass the fairseq-preprocess --destdir as the first argument")
+    data = cfg.data.split(os.pathsep)[0]
+    if not os.path.isdir(data):
+        raise UsageError(f"data directory {data!r} does not exist; run fairseq-preprocess --only-source --destdir {data} first")
+    if not os.path.isfile(os.path.join(data, "dict.txt")):
+        raise UsageError(f"no dict.txt in {data!r}; it must be the --destdir of fairseq-preprocess --only-source")
+    return data

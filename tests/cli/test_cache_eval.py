@@ -1,0 +1,49 @@
+"""The neural cache pointer as an option of fairseq-eval-lm (reference section 7)."""
+
+import re
+
+import pytest
+
+from helpers import REPO, SAMPLE, run_cli
+
+
+def perplexity(data, checkpoint, *flags):
+    proc = run_cli("fairseq-eval-lm", data, "--user-dir", REPO / "altsg_fairseq", "--task", "alternating_lm",
+                   "--path", checkpoint, "--cpu", "--gen-subset", "test", "--batch-size", "1", "--bptt", "35", *flags)
+    out = proc.stdout + proc.stderr
+    return float(re.search(r"Loss \(base 2\): ([0-9.]+)", out).group(1)), out
+
+
+@pytest.fixture(scope="module")
+def repeated(sample_bin, tmp_path_factory):
+    """A test split that repeats a few sample-corpus sentences: after their first
+    occurrence the cache has seen every next word, in the same contexts."""
+    text = tmp_path_factory.mktemp("repeated-text")
+    lines = [line for line in (SAMPLE / "test.txt").read_text().splitlines() if line.strip()][:3]
+    (text / "test.txt").write_text("\n".join(lines * 8) + "\n")
+    data = tmp_path_factory.mktemp("repeated-bin")
+    run_cli("fairseq-preprocess", "--only-source", "--srcdict", sample_bin / "dict.txt",
+            "--testpref", text / "test.txt", "--destdir", data)
+    return data
+
+
+def test_the_cache_lowers_perplexity_on_repeated_text(trained, repeated):
+    checkpoint = trained[0] / "checkpoint_last.pt"
+    plain, _ = perplexity(repeated, checkpoint)
+    seed_style, _ = perplexity(repeated, checkpoint, "--cache-window", "60")  # the seed's theta and lambda
+    early, _ = perplexity(repeated, checkpoint, "--cache-window", "60", "--cache-early")
+    sharp, _ = perplexity(repeated, checkpoint, "--cache-window", "500", "--cache-early",
+                          "--cache-theta", "1.0", "--cache-lambda", "0.5")
+    assert seed_style < plain and early < seed_style  # mixing from the second word gains more here
+    assert sharp < early
+    off, _ = perplexity(repeated, checkpoint, "--cache-window", "60", "--cache-lambda", "0")
+    assert off == pytest.approx(plain, abs=1e-4)
+
+
+def test_cache_flags_are_checked(trained, repeated):
+    proc = run_cli("fairseq-eval-lm", repeated, "--user-dir", REPO / "altsg_fairseq", "--task", "alternating_lm",
+                   "--path", trained[0] / "checkpoint_last.pt", "--cpu", "--gen-subset", "test",
+                   "--batch-size", "1", "--cache-window", "10", "--cache-lambda", "1.5", check=False)
+    assert proc.returncode == 1
+    assert "altsg_fairseq: error: --cache-window and --cache-theta must be >= 0 and --cache-lambda in [0, 1]" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,79 @@
+"""What several test files share: the repository's paths, the fairseq CLIs of this
+venv, and one way to build a task, model and criterion from fairseq-train flags."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "examples" / "sample_corpus"
+BIN = Path(sys.executable).parent
+USER_DIR = REPO / "altsg_fairseq"
+
+TRAIN_FLAGS = [
+    "--user-dir", USER_DIR, "--task", "alternating_lm", "--arch", "qrnn_lm",
+    "--criterion", "synthetic_gradient_lm", "--optimizer", "adam", "--lr", "2e-3",
+    "--clip-norm", "0.25", "--cpu", "--log-format", "json", "--log-interval", "1",
+    "--embed-dim", "64", "--hidden-dim", "64", "--seed", "3", "--no-progress-bar",
+]
+
+
+def run_cli(tool, *args, cwd=None, check=True, env=None, input=None):
+    """Run one of fairseq's console scripts from this venv; returns the CompletedProcess."""
+    full_env = dict(os.environ, PYTHONWARNINGS="ignore", **(env or {}))
+    proc = subprocess.run(
+        [str(BIN / tool), *map(str, args)], cwd=cwd or REPO, env=full_env,
+        capture_output=True, text=True, input=input,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{tool} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def records(log: str, kind: str) -> list:
+    """The JSON records of one fairseq log kind ('train_inner', 'train', 'valid')."""
+    return [json.loads(line[line.index("{"):]) for line in log.splitlines() if f"| {kind} |" in line]
+
+
+def write_dictionary(folder: Path, num_types: int) -> None:
+    """A dict.txt giving fairseq's Dictionary exactly ``num_types`` entries: its
+    4 special symbols (<s>, <pad>, </s>, <unk>) and num_types - 4 words."""
+    (Path(folder) / "dict.txt").write_text("".join(f"w{i} 1\n" for i in range(num_types - 4)))
+
+
+class Built(NamedTuple):
+    cfg: object
+    task: object
+    model: object
+    criterion: object
+
+
+def config_from_flags(data, *flags):
+    """fairseq-train's parsed config for ``data`` and ``flags``, with the plugin's
+    user dir and, unless the flags say otherwise, its task, arch and criterion."""
+    from fairseq import options
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    flags = [str(f) for f in flags]
+    defaults = [("--task", "alternating_lm"), ("--arch", "qrnn_lm"), ("--criterion", "synthetic_gradient_lm")]
+    extra = [x for flag, value in defaults if flag not in flags for x in (flag, value)]
+    args = options.parse_args_and_arch(options.get_training_parser(),
+                                       [str(data), "--user-dir", str(USER_DIR), *extra, *flags])
+    return convert_namespace_to_omegaconf(args)
+
+
+def build_from_flags(data, *flags, num_types=None) -> Built:
+    """Task, model and criterion through fairseq's registries, as fairseq-train
+    builds them; writes a dict.txt of ``num_types`` entries into ``data`` first
+    when it is given."""
+    from fairseq import tasks
+
+    if num_types is not None:
+        write_dictionary(data, num_types)
+    cfg = config_from_flags(data, *flags)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    return Built(cfg, task, model, task.build_criterion(cfg.criterion))

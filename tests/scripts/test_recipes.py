@@ -1,0 +1,87 @@
+"""The recipes against the seed README's published commands, parsed independently."""
+
+import argparse
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+from fairseq import options
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+from helpers import REPO
+
+sys.path.insert(0, str(REPO / "examples" / "paper"))
+import recipes  # noqa: E402
+
+SEED_README = REPO.parent / "shared" / "seed" / "000_8044f28788ce47bf.txt"
+EXPNAMES = {"qrnn_sg": "dni", "qrnn_sg_restart_rb160": "dni-restart160", "qrnn_sg_restart_rb5": "dni-restart5",
+            "qrnn_mixture_rb160": "alt-restart160", "qrnn_mixture_rb5": "alt-restart5"}
+
+
+def seed_commands():
+    """{recipe name: parsed seed main.py arguments} from the seed README."""
+    parser = argparse.ArgumentParser()
+    for flag in ["--model", "--optimizer", "--expname", "--data", "--sgtype"]:
+        parser.add_argument(flag)
+    for flag in ["--batch_size", "--nhid", "--nlayers", "--seed", "--bptt", "--epochs", "--sg_hidden_num",
+                 "--sg_nlayers"]:
+        parser.add_argument(flag, type=int)
+    for flag in ["--clip", "--wdrop", "--dropouth", "--dropouti", "--lr", "--sg_dropout"]:
+        parser.add_argument(flag, type=float)
+    parser.add_argument("--emsize", type=int, default=400)  # AWD-LSTM's default
+    parser.add_argument("--whenswitch", type=int, nargs="+", default=[])
+    parser.add_argument("--restart_base", type=int, nargs="+", default=[])
+    for flag in ["--cuda", "--use_sg", "--restart_lr", "--mixture"]:
+        parser.add_argument(flag, action="store_true")
+    found = {}
+    for line in SEED_README.read_text().splitlines():
+        m = re.search(r"`python3\.6 -u main\.py (.*)`", line)
+        if m:
+            args = parser.parse_args(shlex.split(m.group(1).replace("=", " ")))
+            corpus, kind = re.match(r"(ptbword|wikiword)_(.*)", args.expname).groups()
+            found[("ptb" if corpus == "ptbword" else "wt2") + "/" + EXPNAMES[kind]] = args
+    return found
+
+
+def recipe_cfg(name, tmp_path):
+    (tmp_path / "dict.txt").write_text("a 1\n")
+    train, _ = recipes.commands(name, str(tmp_path), str(tmp_path / "ck"))
+    assert train[0] == "fairseq-train"
+    args = options.parse_args_and_arch(options.get_training_parser(), train[1:])
+    return convert_namespace_to_omegaconf(args)
+
+
+@pytest.mark.skipif(not SEED_README.exists(), reason="the seed README (../shared) is not beside the checkout")
+def test_recipes_reproduce_the_seed_commands(tmp_path):
+    seeds = seed_commands()
+    assert len(seeds) == 10
+    for name, seed in seeds.items():
+        for variant, use_sg in [(name, True)] + ([(name.split("/")[0] + "/bptt", False)] if name.endswith("/dni") else []):
+            cfg = recipe_cfg(variant, tmp_path)
+            m, t = cfg.model, cfg.task
+            assert (m.embed_dim, m.hidden_dim, m.num_layers) == (seed.emsize, seed.nhid, seed.nlayers), variant
+            assert (m.dropout_input, m.dropout_hidden, m.weight_drop) == (seed.dropouti, seed.dropouth, seed.wdrop), variant
+            assert cfg.optimization.clip_norm == seed.clip and cfg.optimization.lr == [seed.lr]
+            assert cfg.dataset.batch_size == seed.batch_size and t.bptt == seed.bptt
+            assert cfg.common.seed == seed.seed and cfg.optimization.max_epoch == seed.epochs
+            # the seed's torch.optim.Adam: L2 weight decay (fairseq's adam decouples it)
+            assert cfg.optimizer._name == {"adam": "adam_l2"}[seed.optimizer] and cfg.optimizer.weight_decay == 1.2e-6
+            assert t.use_sg == use_sg
+            if not use_sg:
+                continue
+            assert (str(t.sg_type), t.sg_hidden, t.sg_layers, t.sg_dropout) == (
+                seed.sgtype.lower(), seed.sg_hidden_num, seed.sg_nlayers, seed.sg_dropout), name
+            assert list(t.whenswitch) == seed.whenswitch and t.mixture == seed.mixture, name
+            assert list(t.restart_base) == seed.restart_base, name
+            assert (cfg.lr_scheduler._name == "warm_restarts" and cfg.lr_scheduler.restart_lr) == seed.restart_lr, name
+
+
+def test_dry_run_prints_train_then_test_evaluation(capsys):
+    assert recipes.main(["wt2/bptt", "--data", "data-bin/wt2", "--dry-run"]) == 0
+    train, evaluate = capsys.readouterr().out.strip().splitlines()
+    assert train.startswith("fairseq-train data-bin/wt2 ") and "--use-sg" not in train
+    assert "--gen-subset test --batch-size 1" in evaluate and "checkpoints/wt2-bptt/checkpoint_best.pt" in evaluate
+    assert recipes.main(["list"]) == 0
+    assert capsys.readouterr().out.split() == recipes.RUNS and len(recipes.RUNS) == 12

@@ -1,0 +1,222 @@
+"""The DNI wing in plain PyTorch: BackwardInterface against the seed's two-backward
+procedure (reference section 5, written out independently here), its statistics
+against hand-computed values, its optimiser step, its checkpoint state."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from altsg_fairseq.dni import BackwardInterface, Synthesizer, SynthesizerMismatch, denormals_flushed
+from altsg_fairseq.dni.denormals import flushing_denormals
+from altsg_fairseq.modules import RecurrentStack
+
+V, E, H, B, T = 17, 5, 6, 3, 7
+
+
+class ToyLM(nn.Module):
+    """Embedding -> recurrent stack -> linear softmax: enough of a language model."""
+
+    def __init__(self, cell):
+        super().__init__()
+        self.embed, self.stack, self.out = nn.Embedding(V, E), RecurrentStack(cell, E, H, E, 2), nn.Linear(E, V)
+
+    def forward(self, tokens, flat, template):
+        h, final = self.stack(self.embed(tokens.t()), self.stack.unpack(flat, template))
+        return self.out(h).transpose(0, 1), final
+
+
+def setup(cell, core, seed=0, **interface_args):
+    torch.manual_seed(seed)
+    lm = ToyLM(cell).double()
+    synthesizer = Synthesizer(core, hidden=4, noise_std=0.5).double()
+    interface = BackwardInterface(synthesizer, **interface_args)
+    tokens = torch.randint(V, (B, 2 * T + 1))
+    with torch.no_grad():  # a first window: a non-zero carried state and synthesizer state
+        _, first = lm(tokens[:, :T], lm.stack.pack(lm.stack(lm.embed(tokens[:, :T].t()))[1]), None)
+        synthesizer(lm.stack.pack(first))
+    return lm, interface, tokens[:, T:2 * T], tokens[:, T + 1:], first
+
+
+def grads(*modules):
+    return {f"{i}.{n}": p.grad.clone() for i, m in enumerate(modules) for n, p in m.named_parameters() if p.grad is not None}
+
+
+def zero(*modules):
+    for m in modules:
+        for p in m.parameters():
+            p.grad = None
+
+
+def seed_window(lm, synth, inputs, target, first, synthetic, textbook, scale=0.1):
+    """The seed: S(s_0) trained by a hook at s_0 that fires on every backward pass;
+    in synthetic phases the injection is its own, earlier backward pass (or, for
+    the textbook update, part of the loss's one backward)."""
+    s0 = lm.stack.pack(first).detach()
+    g0 = synth(s0)
+    s0w = s0.clone().requires_grad_()
+    s0w.register_hook(lambda g: torch.autograd.backward(g0, 2 * (g0 - g), retain_graph=True))
+    logits, final = lm(inputs, s0w, first)
+    loss = F.cross_entropy(logits.reshape(-1, V), target.reshape(-1))
+    sT = lm.stack.pack(final)
+    if not synthetic:
+        loss.backward()
+        return
+    gT = synth(sT.detach()).detach()
+    if textbook:
+        (loss + (scale * gT * sT).sum()).backward()
+    else:
+        sT.backward(scale * gT, retain_graph=True)
+        loss.backward()
+
+
+CASES = [(cell, core, synthetic, target) for cell in ["qrnn", "lstm", "gru"] for core in ["qrnn", "gru", "lstm"]
+         for synthetic in [False, True] for target in ["paper", "dni"] if core == "qrnn" or cell == "qrnn"]
+
+
+@pytest.mark.parametrize("cell,core,synthetic,target", CASES)
+def test_one_backward_equals_the_seeds_two(cell, core, synthetic, target):
+    lm, interface, inputs, target_tokens, first = setup(cell, core, target=target)
+    synth = interface.synthesizer
+    interface.synthetic = synthetic
+    synth_state = copy.deepcopy(synth.state)
+    tokens = target_tokens.numel()
+
+    torch.manual_seed(1)
+    start, probe = interface.wrap_start(lm.stack.pack(first), tokens)
+    logits, final = lm(inputs, start, first)
+    loss = F.cross_entropy(logits.reshape(-1, V), target_tokens.reshape(-1), reduction="sum")
+    ((loss + probe + interface.inject(lm.stack.pack(final), tokens)) * 8.0).backward()  # a loss scale of 8
+    stats = interface.pop_stats()
+    mine = {n: g / (8.0 * tokens) if n.startswith("0.") else g for n, g in grads(lm, synth).items()}
+    assert stats["sg_on"] == int(synthetic) and stats["sg_loss"] > 0 and stats["sg_elements"] == B * lm.stack.pack(first).size(1)
+
+    zero(lm, synth)
+    synth.state = synth_state
+    torch.manual_seed(1)
+    seed_window(lm, synth, inputs, target_tokens, first, synthetic, textbook=target == "dni")
+    theirs = grads(lm, synth)
+    assert mine.keys() == theirs.keys() and any(n.startswith("1.") for n in theirs)
+    for name, g in theirs.items():
+        torch.testing.assert_close(mine[name], g, rtol=1e-6, atol=1e-9, msg=name)
+
+
+def test_statistics_and_the_synthesizers_gradient_by_hand():
+    """With loss = sum(W * s), the true per-token gradient at s is W / tokens."""
+    torch.manual_seed(2)
+    synthesizer = Synthesizer("gru", hidden=3, noise_std=0.0).double()
+    interface = BackwardInterface(synthesizer)
+    s = torch.randn(2, 4, dtype=torch.float64)
+    W = torch.randn(2, 4, dtype=torch.float64)
+    for synthetic, k in [(False, 1.0), (True, 2.0)]:  # the paper's update doubles in synthetic phases
+        interface.synthetic = synthetic
+        synthesizer.reset_state()
+        g_hat = synthesizer(s).detach()
+        synthesizer.reset_state()
+        start, probe = interface.wrap_start(s, tokens=10)
+        ((start * W).sum() + probe).backward()
+        stats = interface.pop_stats()
+        g_true = W / 10
+        assert float(stats["sg_loss"]) == pytest.approx(float((g_hat - g_true).pow(2).sum()), rel=1e-12)
+        assert float(stats["sg_norm_ratio"]) == pytest.approx(float(g_hat.norm() / g_true.norm()), rel=1e-12)
+        # the decoder's bias gets the sum over elements of the output gradient 2 (k g_hat - g_true)
+        expected = float((2 * (k * g_hat - g_true)).sum())
+        assert float(synthesizer.decoder.bias.grad) == pytest.approx(expected, rel=1e-10)
+        zero(synthesizer)
+    assert interface.pop_stats() == {}
+
+
+def test_nothing_is_injected_in_real_phases_and_a_broken_prediction_never_is():
+    interface = BackwardInterface(Synthesizer("qrnn", hidden=3))
+    end = torch.randn(2, 5, requires_grad=True)
+    assert float(interface.inject(end, 10)) == 0.0 and not interface.inject(end, 10).requires_grad
+    interface.synthetic = True
+    interface.wrap_start(torch.randn(2, 5), 10)
+    term = interface.inject(end, 10)
+    term.backward()
+    assert float(term) == 0.0 and end.grad.abs().sum() > 0  # zero-valued, with a gradient
+    with torch.no_grad():
+        interface.synthesizer.decoder.bias.fill_(float("nan"))
+    interface.wrap_start(torch.randn(2, 5), 10)
+    assert not interface.inject(end, 10).requires_grad
+    stats = interface.pop_stats()
+    assert stats["sg_skipped"] == 1 and stats["sg_on"] == 0 and interface.synthesizer.state is None
+
+
+def train_once(interface, s, W):
+    start, probe = interface.wrap_start(s, tokens=4)
+    ((start * W).sum() + probe).backward()
+
+
+def test_step_sums_workers_averages_windows_and_takes_the_weight_decay():
+    torch.manual_seed(3)
+    s, W = torch.randn(2, 3), torch.randn(2, 3)
+    one = BackwardInterface(Synthesizer("gru", hidden=3, noise_std=0.0), lr=0.01)
+    two, ref = copy.deepcopy(one), copy.deepcopy(one.synthesizer)
+    train_once(one, s, W)
+    train_once(two, s, W)
+    train_once(two, s, W)  # two accumulated windows of the same gradient
+    expected = {n: p.grad.clone() * 2 for n, p in one.synthesizer.named_parameters()}  # "the other worker's" too
+
+    def all_reduce(flat):  # a second worker with the same gradient
+        flat.mul_(2)
+
+    one.step(weight_decay=0.5, windows=1, all_reduce=all_reduce)
+    two.step(weight_decay=0.5, windows=2, all_reduce=all_reduce)
+    assert one.optimizer.param_groups[0]["weight_decay"] == 0.5
+    for p, q in zip(one.synthesizer.parameters(), two.synthesizer.parameters()):
+        torch.testing.assert_close(p, q)
+    assert all(p.grad is None for p in one.synthesizer.parameters())
+    adam = torch.optim.Adam(ref.parameters(), lr=0.01, weight_decay=0.5)
+    for n, p in ref.named_parameters():
+        p.grad = expected[n]
+    adam.step()
+    for p, q in zip(ref.parameters(), one.synthesizer.parameters()):
+        torch.testing.assert_close(p, q)
+    frozen = BackwardInterface(Synthesizer("gru", hidden=3), frozen=True)
+    before = copy.deepcopy(frozen.synthesizer.state_dict())
+    train_once(frozen, s, W)
+    frozen.step(all_reduce=lambda flat: pytest.fail("a frozen synthesizer takes no part in the reduction"))
+    assert all(torch.equal(before[k], v) for k, v in frozen.synthesizer.state_dict().items())
+
+
+def test_state_dict_round_trip_and_mismatch(tmp_path):
+    torch.manual_seed(4)
+    interface = BackwardInterface(Synthesizer("qrnn", hidden=4))
+    train_once(interface, torch.randn(2, 3), torch.randn(2, 3))
+    interface.step()
+    torch.save(interface.state_dict(), tmp_path / "dni.pt")
+    state = torch.load(tmp_path / "dni.pt")  # PyTorch's default safe loading
+    assert BackwardInterface.found_in(state) and not BackwardInterface.found_in({"carried": []})
+    other = BackwardInterface(Synthesizer("qrnn", hidden=4))
+    other.load_state_dict(state)
+    for a, b in zip(interface.synthesizer.recurrent_state(), other.synthesizer.recurrent_state()):
+        torch.testing.assert_close(a, b)
+    assert other.optimizer.state_dict()["state"].keys() == interface.optimizer.state_dict()["state"].keys()
+    with pytest.raises(SynthesizerMismatch) as caught:
+        BackwardInterface(Synthesizer("gru", hidden=4)).load_state_dict(state)
+    assert caught.value.saved == {"core": "qrnn", "hidden": 4, "layers": 1}
+
+
+@pytest.mark.parametrize("bad", [{"target": "textbook"}, {"lr": -1.0}])
+def test_bad_arguments_are_value_errors(bad):
+    with pytest.raises(ValueError):
+        BackwardInterface(Synthesizer("gru", hidden=2), **bad)
+    with pytest.raises(ValueError):
+        Synthesizer("transformer")
+
+
+@pytest.mark.parametrize("before", [False, True])
+def test_denormal_flushing_is_scoped(before):
+    torch.set_flush_denormal(before)
+    try:
+        assert flushing_denormals() == before
+        with denormals_flushed():
+            assert flushing_denormals()
+        assert flushing_denormals() == before
+        with denormals_flushed(enabled=False):
+            assert flushing_denormals() == before
+    finally:
+        torch.set_flush_denormal(False)
