@@ -29,7 +29,7 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
 
     The returned loss is summed over target tokens, as fairseq expects:
     sum of cross-entropies + ntokens * (AR + TAR), so that divided by the
-    sample size it is the per-batch mean loss of the reference.
+    sample size it is the per-batch mean loss of the reference (section 2).
 
     With the task's synthetic-gradient method (``--use-sg``: ``task.dni``,
     the only thing read of the task), in training: the decoder's flat start
@@ -38,6 +38,19 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
     synthetic gradient at the flat end state in synthetic phases. Both
     happen inside fairseq's one backward pass; the logged loss and
     perplexity stay the real ones.
+
+    Args:
+        task: the task (its ``dni`` is read, when it has one).
+        alpha, beta: the AR and TAR weights (the seed's 2 and 1).
+
+    Inputs:
+        model: a ``qrnn_lm``; sample: a batch of the task's windows
+            (net_input src_tokens (B, T), stream, reset; target (B, T)).
+
+    Outputs:
+        (loss: the summed loss, a 0-dim tensor in nats; sample_size: the
+        target tokens B * T; logging_output: summed nats of the loss and
+        the cross-entropy, AR, TAR, counts).
     """
 
     def __init__(self, task, alpha: float, beta: float):
@@ -47,7 +60,7 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
 
     def forward(self, model, sample, reduce=True):
         net_input, ntokens = sample["net_input"], sample["ntokens"]
-        dni = self.task.dni if model.training else None
+        dni = getattr(self.task, "dni", None) if model.training else None
         if dni is None:
             logits, extra = model(**net_input)
         else:
@@ -73,8 +86,9 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
             "sample_size": ntokens,
         }
         if dni is not None:
-            end = model.decoder.flatten_state(extra["final_state"])
-            loss = loss + probe + dni.inject(end, tokens)
+            loss = loss + probe
+            if dni.synthetic:
+                loss = loss + dni.inject(model.decoder.flatten_state(extra["final_state"]), tokens)
         return loss, ntokens, logging_output
 
     @staticmethod

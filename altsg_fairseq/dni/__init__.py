@@ -7,10 +7,9 @@ owns the method (synthesizer, optimiser, phase, recurrent state, statistics,
 checkpoint state).
 """
 
-from .denormals import denormals_flushed
 from .interface import TARGETS, BackwardInterface, SynthesizerMismatch
-from .meeting import TrainSynthesizer, inject
+from .synthetic_gradient import TrainSynthesizer, inject
 from .synthesizer import CORES, Synthesizer
 
 __all__ = ["BackwardInterface", "CORES", "Synthesizer", "SynthesizerMismatch", "TARGETS", "TrainSynthesizer",
-           "denormals_flushed", "inject"]
+           "inject"]

@@ -24,7 +24,7 @@ from typing import Callable, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .meeting import TrainSynthesizer, inject
+from .synthetic_gradient import TrainSynthesizer, inject
 from .synthesizer import Synthesizer
 
 TARGETS = ("paper", "dni")
@@ -80,14 +80,14 @@ class BackwardInterface:
         Returns (start', probe): start' (B, S) equals ``start`` and replaces
         it in the forward pass; probe is a zero scalar to add to the loss.
         """
-        self._follow(start.device)
+        self._move_to(start.device)
         if restart:
             self.synthesizer.reset_state()
         g_hat = self.synthesizer(start.detach().to(self._dtype))
         self._window = {"sg_steps": 1, "sg_elements": start.numel(), "sg_loss": 0.0, "sg_norm_ratio": 0.0,
                         "sg_skipped": 0, "sg_on": int(self.synthetic)}
         doubled = self.target == "paper" and self.synthetic
-        return TrainSynthesizer.apply(start, g_hat, tokens, doubled, self._window.update)
+        return TrainSynthesizer.apply(start, g_hat, tokens, doubled, self._record)
 
     def inject(self, end: Tensor, tokens: float) -> Tensor:
         """A zero scalar to add to the loss; in synthetic phases its gradient at
@@ -136,10 +136,6 @@ class BackwardInterface:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def reset_state(self) -> None:
-        """Forget the synthesizer's recurrent state."""
-        self.synthesizer.reset_state()
-
     # ---- checkpoints ------------------------------------------------------------
 
     @staticmethod
@@ -162,13 +158,19 @@ class BackwardInterface:
 
     # ---- internals --------------------------------------------------------------
 
+    def _record(self, stats: dict) -> None:
+        """Where the backward pass of the window reports its statistics (``pop_stats`` hands them on)."""
+        self._window.update(stats)
+
     @property
     def _dtype(self) -> torch.dtype:
         return self.synthesizer.encoder.weight.dtype
 
-    def _follow(self, device: torch.device) -> None:
-        """Move the synthesizer, its recurrent state and its optimizer's state to ``device``
-        (once: the model it serves is moved after this object is built)."""
+    def _move_to(self, device: torch.device) -> None:
+        """Move the synthesizer, its recurrent state and its optimizer's state to
+        ``device``, the device of the state it is given: fairseq moves the model
+        after the task has built this object (and a checkpoint may have been
+        loaded into it on the CPU)."""
         if device == self.synthesizer.encoder.weight.device:
             return
         state = self.synthesizer.recurrent_state()

@@ -41,7 +41,8 @@ class QRNNDecoder(FairseqIncrementalDecoder):
     after the tokens seen so far is kept there, so that every step runs the
     new token only.
 
-    The carried state's public interface: ``state_size`` (S),
+    The carried state's public interface: ``state_sizes`` (numbers per row
+    of each layer) and ``state_size`` (S, their sum),
     ``start_state`` (a stream's next start state as one flat (B, S) tensor),
     ``flatten_state`` (per-layer states -> (B, S)), and
     ``carried_state_dict`` / ``load_carried_state_dict`` (checkpoints). A

@@ -1,9 +1,17 @@
 """Compiled CPU forget-mult kernels (numba).
 
 Inputs are contiguous NumPy arrays viewed as (T, N) with N = B * H. The N
-columns are split into blocks run in parallel; inside a block the loop walks
-time, vectorised over the block's columns. The backward accumulates the
-running gradient in float64.
+columns are walked in blocks; inside a block the loop walks time, vectorised
+over the block's columns. The backward accumulates the running gradient in
+float64.
+
+The kernels run on the calling thread only. numba's parallel kernels would
+start its OpenMP threading layer, which shares the OpenMP runtime with
+PyTorch and resets its thread count to the number of cores (``OMP_NUM_THREADS``
+and ``torch.set_num_threads`` notwithstanding): one-job-per-core training ran
+3x slower. A parallel kernel saved about 2 ms per call at the seed's base
+shape (200 x 20 x 1550), well under 1% of a training step
+(benchmarks/bench_forget_mult.py).
 """
 
 import logging
@@ -11,15 +19,15 @@ import logging
 import numba
 import numpy as np
 
-_BLOCK = 2048  # columns per parallel block
+_BLOCK = 2048  # columns per block (its running state stays in cache)
 logging.getLogger("numba").setLevel(logging.WARNING)  # its compiler logs at DEBUG otherwise
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True)
 def forget_mult_forward(f, x, h0, c):
     """f, x, c: (T, N); h0: (N,). Writes every state into c."""
     T, N = f.shape
-    for blk in numba.prange((N + _BLOCK - 1) // _BLOCK):
+    for blk in range((N + _BLOCK - 1) // _BLOCK):
         lo = blk * _BLOCK
         hi = min(lo + _BLOCK, N)
         state = h0[lo:hi].copy()
@@ -30,11 +38,11 @@ def forget_mult_forward(f, x, h0, c):
                 c_t[j] = state[j]
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True)
 def forget_mult_backward(f, x, h0, c, grad_c, grad_f, grad_x, grad_h0):
     """Gradients of sum(grad_c * c) with respect to f, x and h0: (T, N), (T, N), (N,)."""
     T, N = f.shape
-    for blk in numba.prange((N + _BLOCK - 1) // _BLOCK):
+    for blk in range((N + _BLOCK - 1) // _BLOCK):
         lo = blk * _BLOCK
         hi = min(lo + _BLOCK, N)
         carry = np.zeros(hi - lo, dtype=np.float64)

@@ -11,7 +11,8 @@ from fairseq.tasks import FairseqTask, register_task
 
 from .. import distributed
 from ..checkpoint_io import read_extra_state
-from ..dni import BackwardInterface, Synthesizer, SynthesizerMismatch, denormals_flushed
+from ..denormals import denormals_flushed
+from ..dni import BackwardInterface, Synthesizer, SynthesizerMismatch
 from ..errors import UsageError
 from ..flags import epochs_as_lists
 from ..modules import CachePointer
@@ -48,7 +49,9 @@ class AlternatingLMTask(FairseqTask):
         self.epoch = 1
         self._lr_scales = []
         self._epoch_logged = False
-        self.curve = LearningCurve(None if cfg.no_save else os.path.join(cfg.save_dir, FILENAME))
+        # the first worker writes curves.csv (fairseq has started the workers before it builds the task)
+        writes = not cfg.no_save and distributed.is_first_worker()
+        self.curve = LearningCurve(os.path.join(cfg.save_dir, FILENAME) if writes else None)
 
     @classmethod
     def add_args(cls, parser):
@@ -199,9 +202,6 @@ class AlternatingLMTask(FairseqTask):
         """One row of ``curves.csv`` per epoch (first validation subset, first worker)."""
         if "nll_loss" not in agg:
             return
-        if not distributed.is_first_worker():
-            self.curve.written = True
-            return
         train = metrics.get_meter("train", "nll_loss")
         train_bits = train.avg if train is not None and train.count else float("nan")
         self.curve.end_validation(train_bits, agg["nll_loss"].avg)
@@ -219,6 +219,10 @@ class AlternatingLMTask(FairseqTask):
     def optimizer_step(self, optimizer, model, update_num):
         """Step with the lr scaled by this update's window length / bptt; then
         step the synthesizer (after the model, as the seed does)."""
+        with denormals_flushed(enabled=self.dni is not None):  # as train_step: Adam's moments of the injected gradient
+            self._step(optimizer, model)
+
+    def _step(self, optimizer, model):
         scale = sum(self._lr_scales) / len(self._lr_scales) if self._lr_scales else 1.0
         windows, self._lr_scales = max(len(self._lr_scales), 1), []
         lr = optimizer.get_lr()
@@ -226,7 +230,9 @@ class AlternatingLMTask(FairseqTask):
             self._epoch_logged = True
             self.curve.set_lr(lr)
             sg = f", synthetic gradients {'on' if self.dni.synthetic else 'off'}" if self.dni is not None else ""
-            logger.info(f"epoch {self.epoch:03d}: lr {lr:g}{sg}")
+            cpu = next(model.parameters()).device.type == "cpu"
+            threads = f"; {torch.get_num_threads()} CPU thread{'s' if torch.get_num_threads() > 1 else ''}" if cpu else ""
+            logger.info(f"epoch {self.epoch:03d}: lr {lr:g}{sg}{threads}")
         optimizer.set_lr(lr * scale)
         optimizer.step()
         optimizer.set_lr(lr)

@@ -21,12 +21,12 @@ class LearningCurve:
 
     def __init__(self, path: Optional[str]):
         self.path = path
-        self.row: Dict[str, float] = {}
+        self.row: Dict[str, float] = {"epoch": 1, "synthetic": False, "restart": False, "lr": float("nan")}
         self.start = time.time()
         self.written = False
 
     def begin_epoch(self, epoch: int, synthetic: bool, restart: bool) -> None:
-        self.row = {"epoch": epoch, "synthetic": synthetic, "restart": restart, "lr": float("nan")}
+        self.row.update(epoch=epoch, synthetic=synthetic, restart=restart)
         self.start = time.time()
 
     def set_lr(self, lr: float) -> None:

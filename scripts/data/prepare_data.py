@@ -30,7 +30,7 @@ from http.client import HTTPException
 from pathlib import Path
 
 SPLITS = ("train", "valid", "test")
-SCRIPTS = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent
 
 CORPORA = {
     "ptb": {
@@ -204,7 +204,7 @@ def binarize(text_dir, bin_dir):
         raise DataError("fairseq-preprocess not found; activate the environment (source .venv/bin/activate) "
                         "or pass --no-binarize")
     env = dict(os.environ, PATH=path, PYTHONWARNINGS="ignore")
-    proc = subprocess.run(["bash", str(SCRIPTS / "preprocess.sh"), str(text_dir), str(bin_dir)],
+    proc = subprocess.run(["bash", str(HERE / "preprocess.sh"), str(text_dir), str(bin_dir)],
                           env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()

@@ -1,6 +1,7 @@
 """Synthetic gradients through the real fairseq-train / fairseq-eval-lm."""
 
 import math
+import os
 import socket
 import subprocess
 
@@ -93,11 +94,15 @@ def test_two_gloo_workers_equal_one_worker(sample_bin, tmp_path, sg):
              "--distributed-world-size", "2", "--distributed-rank", str(rank), "--distributed-no-spawn",
              "--distributed-init-method", f"tcp://127.0.0.1:{port}", "--device-id", "0",
              "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore"))  # one process per core
         for rank in range(2)
     ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs[0][1][-3000:] + outs[1][1][-3000:]
+    # the first worker (the others log warnings only) keeps the one thread it was given
+    line = next(line for line in (outs[0][0] + outs[0][1]).splitlines() if "epoch 001: lr 0.002" in line)
+    assert line.endswith("; 1 CPU thread"), line
     one = records(single.stdout + single.stderr, "train_inner")
     two = records(outs[0][0] + outs[0][1], "train_inner")
     assert len(one) == len(two) == 4

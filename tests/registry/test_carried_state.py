@@ -18,6 +18,8 @@ def test_carried_state_travels_in_the_model_extra_state(tmp_path, rnn_type):
     fresh.load_state_dict(torch.load(tmp_path / "m.pt"))
     saved, loaded = model.decoder.carried_state_dict("train"), fresh.decoder.carried_state_dict("train")
     assert len(saved) == len(loaded) == 2
+    # the per-layer states come back as the layers' own types (QRNNState / RNNState)
+    assert [type(s) for s in fresh.decoder._carried["train"]] == [type(s) for s in model.decoder._carried["train"]]
     for a, b in zip(saved, loaded):
         assert len(a) == len(b)
         for s, t in zip(a, b):

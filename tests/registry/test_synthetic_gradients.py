@@ -38,10 +38,18 @@ def zero(*modules):
             p.grad = None
 
 
-def seed_forward(model, synth, s, alpha=2.0, beta=1.0):
+def own_packing(per_layer, base):
+    """The flat state packed independently of the decoder, from per-layer tensors:
+    a QRNN layer's cell (not its previous input); an LSTM's h and c; a GRU's h."""
+    parts = [[p[0]] if base in ("qrnn", "gru") else [p[0], p[1]] for p in per_layer]
+    return torch.cat([t for p in parts for t in p], 1)
+
+
+def seed_forward(model, synth, s, base, alpha=2.0, beta=1.0):
     """The seed's forward: S(s_0) trained by a hook at s_0 that fires on every
     backward pass (the DNI updater). Returns (mean loss, end state s_T)."""
-    s0 = model.decoder.start_state("train", False, B).detach()
+    s0 = own_packing(model.decoder.carried_state_dict("train"), base).detach()
+    torch.testing.assert_close(s0, model.decoder.start_state("train", False, B), rtol=0, atol=0)
     g0 = synth(s0)
     s0w = s0.clone().requires_grad_()
     s0w.register_hook(lambda g: torch.autograd.backward(g0, 2 * (g0 - g), retain_graph=True))
@@ -49,21 +57,23 @@ def seed_forward(model, synth, s, alpha=2.0, beta=1.0):
     ce = torch.nn.functional.cross_entropy(logits.reshape(-1, V), s["target"].reshape(-1))
     raw, dropped = extra["raw_last"], extra["dropped_last"]
     loss = ce + alpha * dropped.pow(2).mean() + beta * (raw[1:] - raw[:-1]).pow(2).mean()
-    return loss, model.decoder.flatten_state(extra["final_state"])
+    sT = own_packing([list(layer) for layer in extra["final_state"]], base)
+    torch.testing.assert_close(sT, model.decoder.flatten_state(extra["final_state"]), rtol=0, atol=0)
+    return loss, sT
 
 
-def seed_procedure(model, synth, s, synthetic: bool, scale=0.1):
+def seed_procedure(model, synth, s, base, synthetic: bool, scale=0.1):
     """The seed: the injection as its own backward pass, then the loss's."""
-    loss, sT = seed_forward(model, synth, s)
+    loss, sT = seed_forward(model, synth, s, base)
     if synthetic:
         gT = synth(sT.detach()).detach()
         sT.backward(scale * gT, retain_graph=True)
     loss.backward()
 
 
-def seed_dni(model, synth, s, scale=0.1):
+def seed_dni(model, synth, s, base, scale=0.1):
     """One backward of loss + injection, the hook firing once: 2 * (g_hat - g_total)."""
-    loss, sT = seed_forward(model, synth, s)
+    loss, sT = seed_forward(model, synth, s, base)
     gT = synth(sT.detach()).detach()
     (loss + (scale * gT * sT).sum()).backward()
 
@@ -102,9 +112,9 @@ def test_single_backward_equals_the_seed(tmp_path, base, core, synthetic, target
     synth.state = synth_state
     torch.manual_seed(1)
     if target == "paper" or not synthetic:
-        seed_procedure(model, synth, s, synthetic)
+        seed_procedure(model, synth, s, base, synthetic)
     else:  # the textbook update: the hook sees the whole gradient once
-        seed_dni(model, synth, s)
+        seed_dni(model, synth, s, base)
     for name, g in grads(model).items():
         torch.testing.assert_close(model_grads[name], g, rtol=1e-6, atol=1e-9, msg=name)
     assert synth_grads.keys() == grads(synth).keys()

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from altsg_fairseq.dni import BackwardInterface, Synthesizer, SynthesizerMismatch, denormals_flushed
-from altsg_fairseq.dni.denormals import flushing_denormals
+from altsg_fairseq.denormals import denormals_flushed, flushing_denormals
+from altsg_fairseq.dni import BackwardInterface, Synthesizer, SynthesizerMismatch
 from altsg_fairseq.modules import RecurrentStack
 
 V, E, H, B, T = 17, 5, 6, 3, 7

@@ -15,7 +15,7 @@
 //    The backward is the same scan run in reverse time.
 //
 // The per-thread bodies are plain functions, so that a host harness can run
-// them on the CPU (tests/test_forget_mult_cuda_source.py).
+// them on the CPU (tests/unit/test_forget_mult_cuda_source.py).
 
 #ifndef SCALAR
 #define SCALAR float

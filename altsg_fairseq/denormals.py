@@ -2,10 +2,12 @@
 
 A synthetic gradient injected at the end state decays through (1 - f)
 products into denormal floats, which slow CPU matrix products about 3x
-(measured: benchmarks/bench_step.py). PyTorch offers a switch
-(``torch.set_flush_denormal``) but no way to read it, so the current setting
-is read by a probe: with flushing on, a product whose exact value is denormal
-comes out as 0. The switch acts on the calling thread's floating-point unit.
+(measured: benchmarks/bench_step.py); the task flushes them during the
+training step and the optimizer steps of a ``--use-sg`` run. PyTorch offers a
+switch (``torch.set_flush_denormal``) but no way to read it, so the current
+setting is read by a probe: with flushing on, a product whose exact value is
+denormal comes out as 0. The switch acts on the calling thread's
+floating-point unit (threads started later copy it).
 """
 
 from contextlib import contextmanager
