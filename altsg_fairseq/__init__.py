@@ -13,6 +13,7 @@ try:
 except ImportError:  # modules/ alone (e.g. a GPU check without fairseq)
     pass
 else:
-    from . import checkpoint_io, criterions, models, optim, tasks  # noqa: F401
+    from . import checkpoint_io, criterions, distributed, models, optim, tasks  # noqa: F401
 
     checkpoint_io.install()
+    distributed.install()

@@ -5,24 +5,51 @@
    ``checkpoint_best.pt``) in place, so a kill during the copy leaves a
    truncated file. Local copies are made atomic here: copy to a temporary file
    beside the target, then ``os.replace``.
+   The copy keeps the source's permissions (fairseq's own files are 0644).
 2. A checkpoint file that cannot be read (truncated, or not a checkpoint)
    ends the run with one clear line instead of a traceback.
+3. With several workers, the first loads a checkpoint and fairseq sends its
+   contents to the others through ``torch.save``/``torch.load``; that load
+   runs under PyTorch's default safe unpickler with exactly the types those
+   contents hold allowed (``BROADCAST_TYPES``), never with the safety off.
+4. Before a save, every worker hands the task the part of the training state
+   it holds (its rows' carried state): fairseq writes the checkpoint on one
+   worker, and ``save_checkpoint`` is the one call every worker makes first.
+   While fairseq-train loads a checkpoint to continue from, ``task.resuming``
+   is set, so that the task compares the run's flags with the checkpoint's.
 """
 
+import collections
 import os
 import pickle
 import shutil
 import tempfile
+import typing
 import zipfile
 
 import torch
 from fairseq import checkpoint_utils
+from fairseq.distributed import utils as distributed_utils
 from fairseq.file_io import PathManager
+from omegaconf import DictConfig, ListConfig, base, nodes
 
 from .errors import UsageError
 
 _fairseq_copy = PathManager.copy
 _fairseq_load = checkpoint_utils.load_checkpoint_to_cpu
+_fairseq_broadcast = distributed_utils.broadcast_object
+_fairseq_save = checkpoint_utils.save_checkpoint
+_fairseq_resume = checkpoint_utils.load_checkpoint
+
+# what a loaded fairseq checkpoint holds besides tensors and plain containers:
+# its config as omegaconf objects (whose metadata names builtin types), and
+# the placeholders fairseq puts where the tensors were before a broadcast
+BROADCAST_TYPES = [
+    DictConfig, ListConfig, base.ContainerMetadata, base.Metadata, typing.Any, collections.defaultdict,
+    dict, list, tuple, int, float, str, bool, distributed_utils._TensorPlaceholder,
+    *(getattr(nodes, name) for name in ("AnyNode", "StringNode", "IntegerNode", "FloatNode", "BooleanNode",
+                                        "EnumNode", "BytesNode", "PathNode") if hasattr(nodes, name)),
+]
 
 
 def atomic_copy(src_path: str, dst_path: str, overwrite: bool = False) -> bool:
@@ -36,6 +63,7 @@ def atomic_copy(src_path: str, dst_path: str, overwrite: bool = False) -> bool:
     os.close(fd)
     try:
         shutil.copyfile(src_path, tmp)
+        shutil.copymode(src_path, tmp)  # mkstemp made it 0600
         os.replace(tmp, dst_path)
     finally:
         if os.path.exists(tmp):
@@ -56,9 +84,35 @@ def load_checkpoint_to_cpu(path, arg_overrides=None, load_on_all_ranks=False):
                          f"it is truncated or not a checkpoint: use another one (e.g. checkpoint_best.pt)") from None
 
 
+def broadcast_object(obj, src_rank, group, dist_device=None):
+    """fairseq's broadcast of a Python object, its load allowing exactly ``BROADCAST_TYPES``."""
+    with torch.serialization.safe_globals(BROADCAST_TYPES):
+        return _fairseq_broadcast(obj, src_rank, group, dist_device)
+
+
+def save_checkpoint(cfg, trainer, epoch_itr, val_loss):
+    """fairseq's save, after every worker has handed the task its part of the training state."""
+    if not cfg.no_save and hasattr(trainer.task, "gather_training_state"):
+        trainer.task.gather_training_state()
+    return _fairseq_save(cfg, trainer, epoch_itr, val_loss)
+
+
+def load_checkpoint(cfg, trainer, **passthrough_args):
+    """fairseq-train's resume; the task knows it is resuming while it runs
+    (fairseq's evaluation tools load the same model state, and must not compare flags)."""
+    trainer.task.resuming = True
+    try:
+        return _fairseq_resume(cfg, trainer, **passthrough_args)
+    finally:
+        trainer.task.resuming = False
+
+
 def install() -> None:
     PathManager.copy = staticmethod(atomic_copy)
     checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu
+    checkpoint_utils.save_checkpoint = save_checkpoint
+    checkpoint_utils.load_checkpoint = load_checkpoint
+    distributed_utils.broadcast_object = broadcast_object
 
 
 def read_extra_state(path: str, flag: str) -> dict:

@@ -77,3 +77,39 @@ def build_from_flags(data, *flags, num_types=None) -> Built:
     task = tasks.setup_task(cfg.task)
     model = task.build_model(cfg.model)
     return Built(cfg, task, model, task.build_criterion(cfg.criterion))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_workers(n: int, *args, check=True, timeout=600, threads=1):
+    """fairseq-train as ``n`` gloo workers, one process per rank (the CPU launch the
+    README shows), each with ``threads`` CPU threads; returns each rank's
+    (returncode, stdout + stderr)."""
+    import tempfile
+
+    port = free_port()
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
+    logs = [tempfile.TemporaryFile("w+") for _ in range(n)]  # pipes would fill up and stall the workers
+    procs = [
+        subprocess.Popen(
+            [str(BIN / "fairseq-train"), *map(str, args), "--distributed-world-size", str(n), "--distributed-rank",
+             str(rank), "--distributed-no-spawn", "--distributed-init-method", f"tcp://127.0.0.1:{port}",
+             "--device-id", "0", "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        for rank, log in enumerate(logs)
+    ]
+    codes = [p.wait(timeout=timeout) for p in procs]
+    outs = []
+    for code, log in zip(codes, logs):
+        log.seek(0)
+        outs.append((code, log.read()))
+        log.close()
+    if check and any(code != 0 for code, _ in outs):
+        raise AssertionError("fairseq-train workers failed:\n" + "\n----\n".join(out[-4000:] for _, out in outs))
+    return outs

@@ -17,9 +17,17 @@ One training window of B rows, whose flat carried state has S numbers a row:
 data-parallel workers together: it turns gradients of the summed loss into
 those of the per-token mean loss, the units the synthesizer learns in (the
 seed's loss is a mean).
+
+With data-parallel workers, each holding a block of the rows, the
+synthesizer runs over the states of ALL rows (``rows.gather``) and each
+worker keeps the predictions for its own rows (``rows.mine``): the QRNN
+synthesizer's recurrence runs across the elements of all rows, so this is
+what one worker holding all rows computes, and the synthesizer's recurrent
+state is the same on every worker. It costs an all-gather of the start (and
+end) state per window, and every worker runs the whole synthesizer.
 """
 
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Protocol, Tuple
 
 import torch
 from torch import Tensor
@@ -29,6 +37,26 @@ from .synthesizer import Synthesizer
 
 TARGETS = ("paper", "dni")
 _KEYS = ("synthesizer_config", "synthesizer", "synthesizer_optimizer", "synthesizer_recurrent_state")
+
+
+class Rows(Protocol):
+    """Per-row tensors of data-parallel workers: ``gather`` concatenates every
+    worker's rows (dim 0) in global order, on every worker; ``mine`` takes this
+    worker's block of them back."""
+
+    def gather(self, t: Tensor) -> Tensor: ...
+
+    def mine(self, t: Tensor) -> Tensor: ...
+
+
+class LocalRows:
+    """One worker: it holds all rows."""
+
+    def gather(self, t: Tensor) -> Tensor:
+        return t
+
+    def mine(self, t: Tensor) -> Tensor:
+        return t
 
 
 class SynthesizerMismatch(ValueError):
@@ -52,13 +80,14 @@ class BackwardInterface:
             synthetic phases and 2 (g_hat - g_true) in real ones;
             ``"dni"``: always 2 (g_hat - g_true).
         frozen: never update the synthesizer (the seed's ``--fixsg``).
+        rows: the data-parallel ``Rows`` (None: one worker).
 
     ``synthetic`` is the phase: True while synthetic gradients are injected.
     Raises ``ValueError`` for an unknown target or a negative lr.
     """
 
     def __init__(self, synthesizer: Synthesizer, lr: float = 1e-3, scale: float = 0.1, target: str = "paper",
-                 frozen: bool = False):
+                 frozen: bool = False, rows: Optional[Rows] = None):
         if target not in TARGETS:
             raise ValueError(f"unknown synthesizer target {target!r}; choose one of {', '.join(TARGETS)}")
         if lr < 0:
@@ -66,6 +95,7 @@ class BackwardInterface:
         self.synthesizer = synthesizer.train()
         self.optimizer = torch.optim.Adam(synthesizer.parameters(), lr=lr)
         self.scale, self.target, self.frozen = scale, target, frozen
+        self.rows = rows or LocalRows()
         self.synthetic = False
         self._window: dict = {}
 
@@ -83,7 +113,7 @@ class BackwardInterface:
         self._move_to(start.device)
         if restart:
             self.synthesizer.reset_state()
-        g_hat = self.synthesizer(start.detach().to(self._dtype))
+        g_hat = self._predict(start)
         self._window = {"sg_steps": 1, "sg_elements": start.numel(), "sg_loss": 0.0, "sg_norm_ratio": 0.0,
                         "sg_skipped": 0, "sg_on": int(self.synthetic)}
         doubled = self.target == "paper" and self.synthetic
@@ -96,12 +126,13 @@ class BackwardInterface:
         it is counted (``sg_skipped``) and the synthesizer's state restarts."""
         if not self.synthetic:
             return end.new_zeros(())
-        g_hat = self.synthesizer(end.detach().to(self._dtype)).detach()
-        if not torch.isfinite(g_hat).all():
+        with torch.no_grad():
+            g_hat = self.synthesizer(self.rows.gather(end.detach().to(self._dtype)))
+        if not torch.isfinite(g_hat).all():  # all rows': every worker decides alike
             self._window.update(sg_skipped=1, sg_on=0)
             self.synthesizer.reset_state()
             return end.new_zeros(())
-        return inject(end, g_hat, self.scale * tokens)
+        return inject(end, self.rows.mine(g_hat), self.scale * tokens)
 
     def pop_stats(self) -> dict:
         """The statistics of the window since ``wrap_start`` (complete once its
@@ -157,6 +188,10 @@ class BackwardInterface:
         self.synthesizer.load_recurrent_state(state.get("synthesizer_recurrent_state", []))
 
     # ---- internals --------------------------------------------------------------
+
+    def _predict(self, start: Tensor) -> Tensor:
+        """S(start) for this worker's rows, the synthesizer run over all rows."""
+        return self.rows.mine(self.synthesizer(self.rows.gather(start.detach().to(self._dtype))))
 
     def _record(self, stats: dict) -> None:
         """Where the backward pass of the window reports its statistics (``pop_stats`` hands them on)."""

@@ -87,6 +87,15 @@ class QRNNLanguageModel(FairseqLanguageModel):
                 f"this one {mine.shape[0]} x {mine.shape[1]}: use the data directory (dict.txt) and --arch "
                 f"the checkpoint was trained with"
             )
+        self.upgrade_state_dict(state_dict)  # in place (fairseq does it again, harmlessly)
+        own = {**dict(self.named_parameters()), **dict(self.named_buffers())}
+        differ = [k for k, v in state_dict.items() if k in own and hasattr(v, "shape") and v.shape != own[k].shape]
+        missing = sorted(set(own) - set(state_dict))
+        if strict and (differ or missing):
+            what = (f"{differ[0]} is {tuple(state_dict[differ[0]].shape)} there, {tuple(own[differ[0]].shape)} here"
+                    if differ else f"it has no {missing[0]}")
+            raise UsageError(f"the checkpoint's model is not this one ({what}): use the --arch, --rnn-type, "
+                             f"--embed-dim, --hidden-dim, --num-layers and --adaptive-softmax-cutoff it was trained with")
         return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
 
     def get_extra_state(self) -> dict:

@@ -6,21 +6,22 @@ from typing import Optional
 
 import torch
 from fairseq import metrics
-from fairseq.data import Dictionary, data_utils, iterators
+from fairseq.data import Dictionary, data_utils
 from fairseq.tasks import FairseqTask, register_task
 
 from .. import distributed
 from ..checkpoint_io import read_extra_state
 from ..denormals import denormals_flushed
-from ..dni import BackwardInterface, Synthesizer, SynthesizerMismatch
+from ..dni import BackwardInterface, Synthesizer
 from ..errors import UsageError
 from ..flags import epochs_as_lists
 from ..modules import CachePointer
 from ..schedule import restart_points, synthetic_on
-from .bptt_windows import BPTTWindowDataset, TokenStream
+from .bptt_windows import BPTTWindowDataset, TokenStream, WindowIterator
 from .config import LIST_FLAGS, AlternatingLMConfig, check_config
 from .curves import FILENAME, LearningCurve
 from .prompts import prompt_dataset
+from .training_state import TrainingState, experiment_flags
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ class AlternatingLMTask(FairseqTask):
         super().__init__(cfg)
         self.dictionary = dictionary
         self.dni: Optional[BackwardInterface] = None
-        self.model = None
+        self.run_state: Optional[TrainingState] = None
+        self.resuming = False  # set while fairseq-train loads a checkpoint to continue from
         self.epoch = 1
         self._lr_scales = []
         self._epoch_logged = False
@@ -98,8 +100,7 @@ class AlternatingLMTask(FairseqTask):
             )
         dataset = BPTTWindowDataset(stream, rows, self.cfg.bptt, training=training, seed=self.cfg.seed,
                                     num_workers=num_shards, rank=shard_id)
-        return iterators.EpochBatchIterator(dataset=dataset, collate_fn=dataset.collater,
-                                            batch_sampler=dataset.batches_for_epoch, epoch=epoch, disable_shuffling=True)
+        return WindowIterator(dataset, epoch)
 
     def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None, max_positions=None,
                            ignore_invalid_inputs=False, required_batch_size_multiple=1, seed=1,
@@ -135,10 +136,10 @@ class AlternatingLMTask(FairseqTask):
         model = super().build_model(cfg, from_checkpoint)
         if self.cfg.use_sg and not hasattr(getattr(model, "decoder", None), "start_state"):
             raise UsageError("--use-sg needs a model with carried recurrent state: use --arch qrnn_lm (or qrnn_lm_ptb / qrnn_lm_wt2; any --rnn-type)")
-        self.model = model
         # fairseq saves task_state in checkpoints but never restores it, so
         # the state a resumed run needs rides in the model's extra state
         model.extra_state_hooks = (self.training_state, self.load_training_state)
+        rows = distributed.DataParallelRows()
         if self.cfg.cache_window > 0:
             model.cache_pointer = CachePointer(self.cfg.cache_window, self.cfg.cache_theta, self.cfg.cache_lambda,
                                                full_window_only=not self.cfg.cache_early)
@@ -146,10 +147,12 @@ class AlternatingLMTask(FairseqTask):
             synthesizer = Synthesizer(str(self.cfg.sg_type), self.cfg.sg_hidden, self.cfg.sg_layers,
                                       self.cfg.sg_dropout, noise_std=self.cfg.sg_noise)
             self.dni = BackwardInterface(synthesizer, lr=self.cfg.sg_lr, scale=self.cfg.sg_scale,
-                                         target=str(self.cfg.sg_target), frozen=self.cfg.fix_sg)
-            if self.cfg.resume_sg:
-                self._load_dni(read_extra_state(self.cfg.resume_sg, "--resume-sg"), source=self.cfg.resume_sg)
+                                         target=str(self.cfg.sg_target), frozen=self.cfg.fix_sg, rows=rows)
             logger.info(f"synthesizer: {synthesizer} ({sum(p.numel() for p in synthesizer.parameters()):,} parameters)")
+        experiment = experiment_flags(self.cfg, cfg, (self.cfg.batch_size or 0) * rows.world)
+        self.run_state = TrainingState(model.decoder, self.cfg.train_subset, self.dni, experiment, rows)
+        if self.cfg.resume_sg:
+            self.run_state.load_dni(read_extra_state(self.cfg.resume_sg, "--resume-sg"), source=self.cfg.resume_sg)
         return model
 
     def build_criterion(self, cfg, from_checkpoint=False):
@@ -157,32 +160,19 @@ class AlternatingLMTask(FairseqTask):
             raise UsageError(f"--use-sg needs --criterion synthetic_gradient_lm (it trains the synthesizer), not {cfg._name}")
         return super().build_criterion(cfg, from_checkpoint)
 
+    def gather_training_state(self) -> None:
+        """Called on every worker before a save (the plugin's checkpoint_io)."""
+        self.run_state.gather()
+
     def training_state(self) -> dict:
-        """What a checkpoint keeps besides the weights: the training stream's
-        carried state, so that a run resumed mid-epoch continues exactly, and
-        the synthetic-gradient method's state."""
-        state = {}
-        carried = self.model.decoder.carried_state_dict(self.cfg.train_subset)
-        if carried:
-            state["carried"] = carried
-        if self.dni is not None:
-            state.update(self.dni.state_dict())
-        return state
+        return self.run_state.state_dict()
 
     def load_training_state(self, state: dict) -> None:
-        if "carried" in state:
-            self.model.decoder.load_carried_state_dict(self.cfg.train_subset, state["carried"])
-        if self.dni is not None and BackwardInterface.found_in(state):
-            self._load_dni(state)
-
-    def _load_dni(self, state: dict, source: str = "the checkpoint") -> None:
-        if not BackwardInterface.found_in(state):
-            raise UsageError(f"--resume-sg {source}: the checkpoint has no synthesizer (was it trained with --use-sg?)")
-        try:
-            self.dni.load_state_dict(state)
-        except SynthesizerMismatch as e:
-            raise UsageError(f"the synthesizer in {source} ({e.saved}) does not match this run's ({e.expected}); "
-                             f"use the same --sg-type/--sg-hidden/--sg-layers") from None
+        changes = self.run_state.load_state_dict(state, compare=self.resuming)
+        if changes:
+            kept = self.curve.start_new_file()
+            logger.warning(f"resuming with changed flags: {'; '.join(changes)}"
+                           + (f" (curves.csv of the checkpoint's run is kept as {kept})" if kept else ""))
 
     # ---- the epoch calendar, curves.csv --------------------------------------------
 

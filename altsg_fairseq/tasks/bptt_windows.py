@@ -1,10 +1,15 @@
 """Contiguous rows of a token stream, served one BPTT window at a time."""
 
-from typing import List, NamedTuple
+import logging
+from typing import List, NamedTuple, Optional
 
 import numpy as np
 import torch
-from fairseq.data import FairseqDataset
+from fairseq.data import FairseqDataset, iterators
+
+from ..errors import UsageError
+
+logger = logging.getLogger(__name__)
 
 
 class TokenStream:
@@ -24,19 +29,19 @@ class Window(NamedTuple):
     lr_scale: float  # the step's learning-rate factor (sampled length / bptt)
 
 
-def fixed_windows(row_length: int, bptt: int) -> List[Window]:
-    """Windows of ``bptt`` inputs (the last one shorter) covering every target."""
-    return [Window(i, min(bptt, row_length - 1 - i), 1.0) for i in range(0, row_length - 1, bptt)]
+def fixed_windows(row_length: int, bptt: int, start: int = 0) -> List[Window]:
+    """Windows of ``bptt`` inputs (the last one shorter) covering every target from ``start`` on."""
+    return [Window(i, min(bptt, row_length - 1 - i), 1.0) for i in range(start, row_length - 1, bptt)]
 
 
-def random_windows(row_length: int, bptt: int, rng: np.random.Generator) -> List[Window]:
-    """The AWD training windows (reference section 1).
+def random_windows(row_length: int, bptt: int, rng: np.random.Generator, start: int = 0) -> List[Window]:
+    """The AWD training windows (reference section 1), from position ``start`` on.
 
     The base length is ``bptt`` with probability 0.95, else ``bptt / 2``; the
     length is max(5, int(Normal(base, 5))), clipped to the end of the row.
     The learning rate of the step is scaled by the sampled length / bptt.
     """
-    windows, i = [], 0
+    windows, i = [], start
     while i < row_length - 1:
         base = bptt if rng.random() < 0.95 else bptt / 2
         length = max(5, int(rng.normal(base, 5)))
@@ -70,14 +75,15 @@ class BPTTWindowDataset(FairseqDataset):
         rank: int = 0,
     ):
         super().__init__()
-        num_rows = rows_per_worker * num_workers
-        self.row_length = len(stream) // num_rows
-        rows = stream.tokens[: self.row_length * num_rows].view(num_rows, self.row_length)
+        self.num_rows = rows_per_worker * num_workers
+        self.row_length = len(stream) // self.num_rows
+        rows = stream.tokens[: self.row_length * self.num_rows].view(self.num_rows, self.row_length)
         self.rows = rows[rank * rows_per_worker : (rank + 1) * rows_per_worker].contiguous()
         self.bptt = bptt
         self.stream_name = stream.name
         self.training = training
         self.seed = seed
+        self.resume: Optional[tuple] = None  # (epoch, windows done, position): see resume_at
         self.set_epoch(1)
 
     def set_epoch(self, epoch: int) -> None:
@@ -87,6 +93,27 @@ class BPTTWindowDataset(FairseqDataset):
             self.windows = random_windows(self.row_length, self.bptt, rng)
         else:
             self.windows = fixed_windows(self.row_length, self.bptt)
+        if self.resume is not None and self.resume[0] == epoch:
+            _, done, position = self.resume
+            if done >= len(self.windows) or self.windows[done].start != position:
+                # the windows of the rest of the epoch start at the token the checkpoint
+                # reached (they differ when --bptt changed); the first `done` are skipped
+                if self.training:
+                    rng = np.random.default_rng([self.seed, epoch, position])
+                    rest = random_windows(self.row_length, self.bptt, rng, start=position)
+                else:
+                    rest = fixed_windows(self.row_length, self.bptt, start=position)
+                skipped = self.windows[:done] + [Window(position, 0, 0.0)] * (done - len(self.windows))
+                self.windows = skipped + rest
+
+    def position(self, done: int) -> int:
+        """The first input token of window ``done`` in every row (the row's end after the last window)."""
+        return self.windows[done].start if done < len(self.windows) else self.row_length - 1
+
+    def resume_at(self, epoch: int, done: int, position: int) -> None:
+        """In ``epoch``, the first ``done`` windows are skipped and the rest start at token ``position``."""
+        self.resume = (epoch, done, position)
+        self.set_epoch(self.epoch)
 
     def batches_for_epoch(self, dataset, epoch: int) -> List[List[int]]:
         """The batch sampler: one window per batch, in order."""
@@ -123,3 +150,38 @@ class BPTTWindowDataset(FairseqDataset):
             "target": tgt,
             "lr_scale": w.lr_scale,
         }
+
+
+class WindowIterator(iterators.EpochBatchIterator):
+    """fairseq's epoch iterator over a ``BPTTWindowDataset``, whose saved state
+    also holds the token position reached in every row and the global number
+    of rows, so that a run resumed mid-epoch continues at the same token
+    whatever ``--bptt`` is, and refuses another number of global rows."""
+
+    def __init__(self, dataset: BPTTWindowDataset, epoch: int = 1):
+        super().__init__(dataset=dataset, collate_fn=dataset.collater, batch_sampler=dataset.batches_for_epoch,
+                         epoch=epoch, disable_shuffling=True)
+
+    def state_dict(self):
+        state = super().state_dict()
+        done = state["iterations_in_epoch"]
+        if done > 0:
+            state.update(position=self.dataset.position(done), rows=self.dataset.num_rows, bptt=self.dataset.bptt)
+        return state
+
+    def load_state_dict(self, state_dict):
+        done = state_dict.get("iterations_in_epoch", 0)
+        data = self.dataset
+        if done > 0 and "position" in state_dict:
+            rows, position = state_dict["rows"], state_dict["position"]
+            if rows != data.num_rows:
+                raise UsageError(
+                    f"the checkpoint stopped in the middle of epoch {state_dict['epoch']} with {rows} rows "
+                    f"(--batch-size x workers), this run has {data.num_rows}: resume with {rows} rows in all, or pass "
+                    f"--reset-dataloader to start the epoch afresh with zero state")
+            data.resume_at(state_dict["epoch"], done, position)
+            self._frozen_batches = None  # made for the start of the epoch before the resume point was known
+            bptt = "" if state_dict.get("bptt") == data.bptt else f", windows of --bptt {data.bptt} (was {state_dict.get('bptt')})"
+            logger.info(f"resuming epoch {state_dict['epoch']} at token {position:,} of each of the "
+                        f"{rows} rows of {data.stream_name!r} (window {done + 1}){bptt}")
+        super().load_state_dict(state_dict)

@@ -32,6 +32,17 @@ class LearningCurve:
     def set_lr(self, lr: float) -> None:
         self.row["lr"] = lr
 
+    def start_new_file(self) -> Optional[str]:
+        """Keep the rows written so far under another name (the run's flags changed);
+        returns that name, or None when there were none."""
+        if self.path is None or not os.path.isfile(self.path):
+            return None
+        stem, n = self.path[: -len(".csv")], 1
+        while os.path.exists(f"{stem}.previous-{n}.csv"):
+            n += 1
+        os.replace(self.path, f"{stem}.previous-{n}.csv")
+        return os.path.basename(f"{stem}.previous-{n}.csv")
+
     def begin_validation(self) -> None:
         self.written = False
 

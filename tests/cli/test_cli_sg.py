@@ -1,14 +1,11 @@
 """Synthetic gradients through the real fairseq-train / fairseq-eval-lm."""
 
 import math
-import os
-import socket
-import subprocess
 
 import pytest
 import torch
 
-from helpers import BIN, REPO, TRAIN_FLAGS, records, run_cli
+from helpers import REPO, TRAIN_FLAGS, records, run_cli
 
 # train on the small valid split (22k tokens) to keep the suite fast
 SMALL = ["--train-subset", "valid", "--valid-subset", "test"]
@@ -69,45 +66,3 @@ def test_resume_sg_takes_the_synthesizer_of_another_run(sg_run, sample_bin, tmp_
         proc = run_cli("fairseq-train", *common, "--resume-sg", bad, *flags, "--save-dir", tmp_path / "bad", check=False)
         assert proc.returncode != 0 and "Traceback" not in proc.stderr
         assert message in proc.stderr.strip().splitlines()[-1]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-EXACT = ["--dropout", "0", "--dropout-hidden", "0", "--dropout-input", "0", "--dropout-embed", "0",
-         "--weight-drop", "0", "--bptt", "20", "--max-update", "4", "--log-interval", "1"]
-
-
-@pytest.mark.parametrize("sg", [[], ["--use-sg", "--whenswitch", "1", "--sg-type", "gru", "--sg-noise", "0"]],
-                         ids=["real", "synthetic"])
-def test_two_gloo_workers_equal_one_worker(sample_bin, tmp_path, sg):
-    """2 CPU workers with b rows each == 1 worker with 2b rows, update by update."""
-    flags = [sample_bin, *TRAIN_FLAGS, *SMALL, *EXACT, *sg]
-    single = run_cli("fairseq-train", *flags, "--batch-size", "4", "--save-dir", tmp_path / "one")
-    port = free_port()
-    procs = [
-        subprocess.Popen(
-            [str(BIN / "fairseq-train"), *map(str, flags), "--batch-size", "2", "--save-dir", str(tmp_path / "two"),
-             "--distributed-world-size", "2", "--distributed-rank", str(rank), "--distributed-no-spawn",
-             "--distributed-init-method", f"tcp://127.0.0.1:{port}", "--device-id", "0",
-             "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore"))  # one process per core
-        for rank in range(2)
-    ]
-    outs = [p.communicate(timeout=300) for p in procs]
-    assert all(p.returncode == 0 for p in procs), outs[0][1][-3000:] + outs[1][1][-3000:]
-    # the first worker (the others log warnings only) keeps the one thread it was given
-    line = next(line for line in (outs[0][0] + outs[0][1]).splitlines() if "epoch 001: lr 0.002" in line)
-    assert line.endswith("; 1 CPU thread"), line
-    one = records(single.stdout + single.stderr, "train_inner")
-    two = records(outs[0][0] + outs[0][1], "train_inner")
-    assert len(one) == len(two) == 4
-    for a, b in zip(one, two):
-        assert a["bsz"] == b["bsz"] == "4"
-        assert float(a["loss"]) == pytest.approx(float(b["loss"]), abs=2e-3)
-        if sg:
-            assert float(a["sg_loss"]) == pytest.approx(float(b["sg_loss"]), rel=1e-3)

@@ -22,7 +22,8 @@ def straight(sample_bin, tmp_path_factory):
     return losses(run_cli("fairseq-train", sample_bin, *TRAIN_FLAGS, *FLAGS, "--max-epoch", "3", "--save-dir", save))
 
 
-@pytest.mark.parametrize("stop", [["--max-epoch", "1"], ["--max-update", "80"]], ids=["epoch-boundary", "mid-epoch"])
+@pytest.mark.parametrize("stop", [pytest.param(["--max-epoch", "1"], marks=pytest.mark.slow), ["--max-update", "80"]],
+                         ids=["epoch-boundary", "mid-epoch"])
 def test_resume_gives_the_same_losses(straight, sample_bin, tmp_path, stop):
     first = losses(run_cli("fairseq-train", sample_bin, *TRAIN_FLAGS, *FLAGS, *stop, "--save-dir", tmp_path))
     resumed = losses(run_cli("fairseq-train", sample_bin, *TRAIN_FLAGS, *FLAGS, "--max-epoch", "3", "--save-dir", tmp_path))

@@ -220,3 +220,44 @@ def test_denormal_flushing_is_scoped(before):
             assert flushing_denormals() == before
     finally:
         torch.set_flush_denormal(False)
+
+
+class TwoWorkers:
+    """Worker ``rank`` of two, the other worker's rows given: what DataParallelRows does with a collective."""
+
+    def __init__(self, rank, others):
+        self.rank, self.others = rank, list(others)  # the other worker's tensors, in the order gathered
+
+    def gather(self, t):
+        other = self.others.pop(0)
+        return torch.cat([t, other] if self.rank == 0 else [other, t])
+
+    def mine(self, t):
+        b = t.size(0) // 2
+        return t[self.rank * b:(self.rank + 1) * b]
+
+
+@pytest.mark.parametrize("core", ["qrnn", "gru"])
+def test_workers_together_equal_one_worker_holding_all_rows(core):
+    """The QRNN synthesizer's recurrence runs across all rows' elements: each worker runs it over
+    all rows and keeps its own predictions; their summed gradients are one worker's."""
+    torch.manual_seed(5)
+    s, W = torch.randn(4, 6, dtype=torch.float64), torch.randn(4, 6, dtype=torch.float64)
+    one = BackwardInterface(Synthesizer(core, hidden=3).double())
+    workers = [copy.deepcopy(one) for _ in range(2)]
+    for synthetic in (False, True):  # the second window also injects at its end state
+        for rank, worker in enumerate(workers):
+            other = s[2:] if rank == 0 else s[:2]
+            worker.rows = TwoWorkers(rank, [other, other * 1.5])  # its start, then its end state
+        for interface, rows in [(one, slice(0, 4)), (workers[0], slice(0, 2)), (workers[1], slice(2, 4))]:
+            interface.synthetic = synthetic
+            torch.manual_seed(6)  # fairseq seeds every worker alike: the same zoneout masks
+            start, probe = interface.wrap_start(s[rows], tokens=24)
+            end = start * 1.5
+            ((end * W[rows]).sum() + probe + interface.inject(end, 24)).backward()
+        summed = [a.grad + b.grad for a, b in zip(workers[0].synthesizer.parameters(), workers[1].synthesizer.parameters())]
+        for g, p in zip(summed, one.synthesizer.parameters()):
+            torch.testing.assert_close(g, p.grad, rtol=1e-10, atol=1e-12)
+        for a, b in zip(one.synthesizer.recurrent_state(), workers[1].synthesizer.recurrent_state()):
+            torch.testing.assert_close(a, b)  # every worker holds the one worker's recurrent state
+        zero(one.synthesizer, *(w.synthesizer for w in workers))

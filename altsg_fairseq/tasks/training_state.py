@@ -1,0 +1,124 @@
+"""What a checkpoint of ``alternating_lm`` keeps besides the weights, the optimizer and the data position.
+
+fairseq keeps the weights, the optimizer's state and the data iterator's
+position (``WindowIterator`` adds the token position to it). The rest of the
+run's state rides in the model's extra state, because fairseq saves
+``task_state`` but never restores it:
+
+- ``carried``: the training stream's carried state of every global row, in
+  global row order (each worker holds only its rows: they are gathered
+  before a save and each worker takes its block back on resume);
+- the synthetic-gradient method's state (``BackwardInterface.state_dict``:
+  its synthesizer sees all rows, so its state is the same on every worker);
+- ``experiment``: the run's flags, compared with the resuming run's.
+"""
+
+import logging
+from enum import Enum
+from typing import List, Optional
+
+from omegaconf import OmegaConf
+
+from ..distributed import DataParallelRows
+from ..dni import BackwardInterface, SynthesizerMismatch
+from ..errors import UsageError
+
+logger = logging.getLogger(__name__)
+
+# task flags that make an experiment (the data and cache flags do not)
+TASK_FLAGS = ("bptt", "seed", "use_sg", "sg_type", "sg_hidden", "sg_layers", "sg_dropout", "sg_noise", "sg_scale",
+              "sg_target", "sg_lr", "fix_sg", "whenswitch", "mixture", "restart_base", "lr", "clip_norm", "update_freq")
+
+
+def plain(value):
+    """omegaconf values (ListConfig, enums) as plain Python, for checkpoints and comparisons."""
+    if OmegaConf.is_config(value):
+        return OmegaConf.to_container(value, resolve=True, enum_to_str=True)
+    if isinstance(value, Enum):  # fairseq's choice flags
+        return str(value.value)
+    return value if isinstance(value, (int, float, str, bool, type(None), list)) else str(value)
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def experiment_flags(task_cfg, model_cfg, rows: int) -> dict:
+    """The flags that define a training run: the model's, the task's experiment flags, the global rows."""
+    flags = {"--arch": plain(getattr(model_cfg, "_name", None)), "rows (--batch-size x workers)": rows}
+    names = model_cfg.keys() if OmegaConf.is_config(model_cfg) else vars(model_cfg).keys()
+    flags.update({flag(k): plain(getattr(model_cfg, k)) for k in names if not k.startswith("_")})
+    flags.update({flag(k): plain(getattr(task_cfg, k)) for k in TASK_FLAGS})
+    return flags
+
+
+class TrainingState:
+    """The resumable state of a training run besides weights, optimizer and data position.
+
+    Args:
+        decoder: the model's decoder (its carried-state interface).
+        stream: the name of the training stream (``--train-subset``).
+        dni: the run's ``BackwardInterface``, or None.
+        experiment: ``experiment_flags`` of this run.
+        rows: ``DataParallelRows`` of this run's workers.
+    """
+
+    def __init__(self, decoder, stream: str, dni: Optional[BackwardInterface], experiment: dict,
+                 rows: DataParallelRows):
+        self.decoder, self.stream, self.dni, self.experiment, self.rows = decoder, stream, dni, experiment, rows
+        self._gathered = None
+
+    def gather(self) -> None:
+        """Gather every worker's carried rows (a collective: every worker calls it before a save)."""
+        carried = self.decoder.carried_state_dict(self.stream)
+        self._gathered = None if carried is None else [
+            [None if t is None else self.rows.gather(t) for t in layer] for layer in carried]
+
+    def state_dict(self) -> dict:
+        if self._gathered is not None:
+            carried, self._gathered = self._gathered, None
+        elif self.rows.world == 1:
+            carried = self.decoder.carried_state_dict(self.stream)
+        else:  # not gathered: a save outside fairseq-train's path
+            carried = None
+            logger.warning("the carried state of the other workers' rows was not gathered: it is not saved")
+        state = {"experiment": self.experiment}
+        if carried:
+            state["carried"] = carried
+        if self.dni is not None:
+            state.update(self.dni.state_dict())
+        return state
+
+    def load_state_dict(self, state: dict, compare: bool = False) -> List[str]:
+        """Load what ``state_dict`` saved; with ``compare`` (a resumed training run) return
+        the experiment flags that changed since, as "--flag old -> new"."""
+        self._load_carried(state)
+        if self.dni is not None and BackwardInterface.found_in(state):
+            self.load_dni(state)
+        saved = state.get("experiment")
+        if not compare or saved is None:
+            return []
+        return [f"{name} {saved.get(name)} -> {value}" for name, value in self.experiment.items()
+                if saved.get(name) != value]
+
+    def load_dni(self, state: dict, source: str = "the checkpoint") -> None:
+        """The synthetic-gradient method's state (also from another run: ``--resume-sg``)."""
+        if not BackwardInterface.found_in(state):
+            raise UsageError(f"--resume-sg {source}: the checkpoint has no synthesizer (was it trained with --use-sg?)")
+        try:
+            self.dni.load_state_dict(state)
+        except SynthesizerMismatch as e:
+            raise UsageError(f"the synthesizer in {source} ({e.saved}) does not match this run's ({e.expected}); "
+                             f"use the same --sg-type/--sg-hidden/--sg-layers") from None
+
+    def _load_carried(self, state: dict) -> None:
+        """This worker's block of the saved global rows (the data iterator refuses a
+        mid-epoch resume with another number of rows; at an epoch's start the state restarts)."""
+        carried = state.get("carried")
+        if not carried:
+            return
+        saved_rows = carried[0][0].size(0)
+        if saved_rows % self.rows.world:
+            return
+        self.decoder.load_carried_state_dict(
+            self.stream, [[None if t is None else self.rows.mine(t) for t in layer] for layer in carried])

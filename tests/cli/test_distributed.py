@@ -1,0 +1,162 @@
+"""Several CPU workers (real fairseq-train processes, gloo) and resume:
+N workers == 1 worker holding all rows, resumed == straight, for the paper's
+QRNN synthesizer across a phase switch; the global rows and the token position
+travel in the checkpoint; torchrun works without GPUs."""
+
+import os
+import subprocess
+
+import pytest
+import torch
+
+from helpers import BIN, REPO, TRAIN_FLAGS, free_port, records, run_cli, run_workers
+
+# dropouts and noise 0: fairseq seeds every worker alike, so masks drawn per
+# worker could not equal one worker's masks over all rows
+EXACT = ["--train-subset", "valid", "--valid-subset", "test", "--dropout", "0", "--dropout-hidden", "0",
+         "--dropout-input", "0", "--dropout-embed", "0", "--weight-drop", "0", "--embed-dim", "32",
+         "--hidden-dim", "32", "--bptt", "70", "--lr", "1e-2", "--log-interval", "1", "--no-epoch-checkpoints"]
+END = ["--max-update", "100"]  # into epoch 2 (an epoch is about 78 windows of 4 rows): a phase switch
+SG = {"real": [], "qrnn": ["--use-sg", "--sg-type", "qrnn", "--whenswitch", "2", "--sg-noise", "0"],
+      "gru": ["--use-sg", "--sg-type", "gru", "--whenswitch", "2", "--sg-noise", "0"]}
+STOP = ["--max-update", "40"]  # in the middle of epoch 1
+
+
+def log_of(result):
+    return result.stdout + result.stderr if hasattr(result, "stdout") else result[0][1]
+
+
+def per_update(log):
+    return {int(r["num_updates"]): (r["loss"], r.get("sg_loss")) for r in records(log, "train_inner")}
+
+
+def weights(save):
+    return torch.load(save / "checkpoint_last.pt")["model"]
+
+
+@pytest.fixture(scope="module", params=["qrnn", pytest.param("real", marks=pytest.mark.slow),
+                                        pytest.param("gru", marks=pytest.mark.slow)])
+def runs(request, sample_bin, tmp_path_factory):
+    """The same training as 1 worker x 4 rows and 2 workers x 2 rows, straight and
+    stopped mid-epoch then resumed (2 workers, or 1 worker resumed as 2)."""
+    root = tmp_path_factory.mktemp(request.param)
+    flags = [sample_bin, *TRAIN_FLAGS, *EXACT, *SG[request.param]]
+    out = {"one": run_cli("fairseq-train", *flags, *END, "--batch-size", "4", "--save-dir", root / "one"),
+           "two": run_workers(2, *flags, *END, "--batch-size", "2", "--save-dir", root / "two")}
+    run_workers(2, *flags, *STOP, "--batch-size", "2", "--save-dir", root / "two-resumed")
+    out["two-resumed"] = run_workers(2, *flags, *END, "--batch-size", "2", "--save-dir", root / "two-resumed")
+    run_cli("fairseq-train", *flags, *STOP, "--batch-size", "4", "--save-dir", root / "one-then-two")
+    out["one-then-two"] = run_workers(2, *flags, *END, "--batch-size", "2", "--save-dir", root / "one-then-two")
+    return root, {name: per_update(log_of(result)) for name, result in out.items()}, out
+
+
+def assert_same_updates(a, b, updates, exact=False):
+    """The loss as logged (3 decimals) and the synthesizer's loss (6 significant digits) of every update:
+    equal as printed (the same workers), or close (another summation order: float rounding grows over the
+    updates, most in the synthesizer's loss, a small difference of two gradients; the weights are compared
+    to more digits)."""
+    for u in updates:
+        if exact:
+            assert a[u] == b[u], (u, a[u], b[u])
+            continue
+        assert float(a[u][0]) == pytest.approx(float(b[u][0]), abs=1.1e-3), (u, a[u], b[u])
+        if a[u][1] is not None:
+            assert float(a[u][1]) == pytest.approx(float(b[u][1]), rel=1e-3), (u, a[u], b[u])
+
+
+def test_two_workers_equal_one_worker_holding_all_rows(runs):
+    root, logs, out = runs
+    one, two = logs["one"], logs["two"]
+    assert sorted(one) == sorted(two) == list(range(1, 101))
+    assert_same_updates(one, two, one)
+    # the first worker (the others log warnings only) kept the one thread it was given
+    line = next(line for line in log_of(out["two"]).splitlines() if "epoch 001: lr 0.01" in line)
+    assert line.endswith("; 1 CPU thread"), line
+    w1, w2 = weights(root / "one"), weights(root / "two")
+    for name, w in w1.items():  # 100 updates later: the same model, to float rounding
+        if isinstance(w, torch.Tensor):
+            torch.testing.assert_close(w2[name], w, rtol=1e-4, atol=2e-5, msg=name)
+
+
+def test_two_workers_resumed_mid_epoch_equal_straight(runs):
+    root, logs, out = runs
+    straight, resumed = logs["two"], logs["two-resumed"]
+    assert min(resumed) == 41 and max(resumed) == 100  # the rest of epoch 1, then epoch 2 (a phase switch)
+    assert_same_updates(straight, resumed, resumed, exact=True)
+    w, wr = weights(root / "two"), weights(root / "two-resumed")
+    assert all(torch.equal(w[k], wr[k]) for k in w if isinstance(w[k], torch.Tensor))  # bit for bit
+    log = log_of(out["two-resumed"])
+    assert "of each of the 4 rows of 'valid' (window 41)" in log
+    if "synthetic gradients" in log:  # --use-sg: synthetic from epoch 2 (--whenswitch 2)
+        assert "epoch 001: lr 0.01, synthetic gradients off" in log and "epoch 002: lr 0.01, synthetic gradients on" in log
+
+
+def test_one_worker_resumed_as_two_equals_one_straight(runs):
+    root, logs, _ = runs
+    assert min(logs["one-then-two"]) == 41
+    assert_same_updates(logs["one"], logs["one-then-two"], logs["one-then-two"])
+    w, wm = weights(root / "one"), weights(root / "one-then-two")
+    for name in w:
+        if isinstance(w[name], torch.Tensor):
+            torch.testing.assert_close(wm[name], w[name], rtol=1e-4, atol=2e-5, msg=name)
+
+
+def test_the_checkpoint_holds_every_row_and_the_token_position(sample_bin, tmp_path):
+    flags = [sample_bin, *TRAIN_FLAGS, *EXACT, *SG["qrnn"], "--batch-size", "2", "--max-update", "5",
+             "--save-dir", tmp_path, "--disable-validation"]
+    run_workers(2, *flags)
+    state = torch.load(tmp_path / "checkpoint_last.pt")  # PyTorch's default safe loading
+    iterator, extra = state["extra_state"]["train_iterator"], state["model"]["_extra_state"]
+    assert iterator["iterations_in_epoch"] == 5 and iterator["rows"] == 4 and iterator["bptt"] == 70
+    assert 5 * 60 < iterator["position"] < 5 * 80  # windows of about 70 tokens
+    assert [t.size(0) for t in extra["carried"][0] if t is not None] == [4, 4]  # cells and previous inputs of 4 rows
+    assert not torch.equal(extra["carried"][0][0][:2], extra["carried"][0][0][2:])  # both workers' rows
+
+
+def test_changed_bptt_continues_at_the_same_token_and_changed_rows_stop(sample_bin, tmp_path):
+    flags = [sample_bin, *TRAIN_FLAGS, "--train-subset", "valid", "--valid-subset", "test", "--embed-dim", "16",
+             "--hidden-dim", "16", "--batch-size", "10", "--save-dir", tmp_path]
+    run_cli("fairseq-train", *flags, "--bptt", "30", "--max-update", "10")
+    stopped = torch.load(tmp_path / "checkpoint_last.pt")["extra_state"]["train_iterator"]
+    proc = run_cli("fairseq-train", *flags, "--bptt", "15", "--max-update", "11")
+    log = proc.stdout + proc.stderr
+    assert f"resuming epoch 1 at token {stopped['position']:,} of each of the 10 rows" in log
+    assert "windows of --bptt 15 (was 30)" in log and "resuming with changed flags: --bptt 30 -> 15" in log
+    after = torch.load(tmp_path / "checkpoint_last.pt")["extra_state"]["train_iterator"]
+    assert 5 <= after["position"] - stopped["position"] <= 30  # one window of about 15 tokens, from there
+    proc = run_cli("fairseq-train", *flags, "--bptt", "15", "--batch-size", "6", "--max-update", "12", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("altsg_fairseq: error: the checkpoint stopped in the middle of epoch 1 with 10 rows")
+    assert "this run has 6" in last and "--reset-dataloader" in last
+
+
+def test_changed_flags_are_reported_and_curves_kept_apart(sample_bin, tmp_path):
+    flags = [sample_bin, *TRAIN_FLAGS, "--train-subset", "valid", "--valid-subset", "test", "--embed-dim", "16",
+             "--hidden-dim", "16", "--batch-size", "10", "--bptt", "70", "--save-dir", tmp_path]
+    run_cli("fairseq-train", *flags, "--max-epoch", "1")
+    proc = run_cli("fairseq-train", *flags, "--max-epoch", "2", "--lr", "5e-4", "--use-sg")
+    warning = next(line for line in (proc.stdout + proc.stderr).splitlines() if "resuming with changed flags" in line)
+    assert "--use-sg False -> True" in warning and "--lr [0.002] -> [0.0005]" in warning
+    assert "curves.previous-1.csv" in warning
+    assert (tmp_path / "curves.previous-1.csv").read_text().splitlines()[1].startswith("1,")
+    assert [line.split(",")[0] for line in (tmp_path / "curves.csv").read_text().splitlines()[1:]] == ["2"]
+    proc = run_cli("fairseq-train", *flags, "--max-epoch", "2", "--lr", "5e-4", "--use-sg", "--hidden-dim", "24",
+                   check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "altsg_fairseq: error: the checkpoint's model is not this one" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_torchrun_on_cpus_equals_the_hand_launch(sample_bin, tmp_path):
+    flags = [sample_bin, *TRAIN_FLAGS, *EXACT, *SG["qrnn"], "--batch-size", "2", "--max-update", "6",
+             "--disable-validation"]
+    hand = per_update(run_workers(2, *flags, "--save-dir", tmp_path / "hand")[0][1])
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()),
+                           str(BIN / "fairseq-train"), *map(str, flags), "--save-dir", str(tmp_path / "torchrun")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert "torchrun without GPUs: 2 workers on the CPU" in log
+    assert all(r["bsz"] == "4" for r in records(log, "train_inner"))  # one job of 2 x 2 rows
+    assert per_update(log) == hand
