@@ -17,6 +17,10 @@
    worker, and ``save_checkpoint`` is the one call every worker makes first.
    While fairseq-train loads a checkpoint to continue from, ``task.resuming``
    is set, so that the task compares the run's flags with the checkpoint's.
+5. A checkpoint path that names no file (``--restore-file``,
+   ``--finetune-from-model``, ``--path``) or a ``--save-dir`` that cannot be
+   written ends the run with one clear line; fairseq would start a named
+   ``--restore-file`` afresh without a word, or trace back.
 """
 
 import collections
@@ -40,6 +44,8 @@ _fairseq_load = checkpoint_utils.load_checkpoint_to_cpu
 _fairseq_broadcast = distributed_utils.broadcast_object
 _fairseq_save = checkpoint_utils.save_checkpoint
 _fairseq_resume = checkpoint_utils.load_checkpoint
+_fairseq_load_models = checkpoint_utils.load_model_ensemble_and_task
+_fairseq_verify_save_dir = checkpoint_utils.verify_checkpoint_directory
 
 # what a loaded fairseq checkpoint holds besides tensors and plain containers:
 # its config as omegaconf objects (whose metadata names builtin types), and
@@ -100,11 +106,36 @@ def save_checkpoint(cfg, trainer, epoch_itr, val_loss):
 def load_checkpoint(cfg, trainer, **passthrough_args):
     """fairseq-train's resume; the task knows it is resuming while it runs
     (fairseq's evaluation tools load the same model state, and must not compare flags)."""
+    if cfg.restore_file != "checkpoint_last.pt" and not PathManager.isfile(cfg.restore_file):
+        raise UsageError(f"--restore-file {cfg.restore_file}: no such file (fairseq would train from scratch); "
+                         f"leave it out to resume from --save-dir's checkpoint_last.pt")
     trainer.task.resuming = True
     try:
         return _fairseq_resume(cfg, trainer, **passthrough_args)
+    except ValueError as e:
+        if "--finetune-from-model" not in str(e):
+            raise
+        hint = ": give the checkpoint file to start from" if "does not exist" in str(e) else ""
+        raise UsageError(f"{e}{hint}") from None
     finally:
         trainer.task.resuming = False
+
+
+def load_model_ensemble_and_task(filenames, *args, **kwargs):
+    """fairseq's model loading (eval-lm, interactive, the hub interface), one line for a missing file."""
+    for filename in filenames:
+        if not PathManager.exists(filename):
+            raise UsageError(f"--path {filename}: no such checkpoint file (fairseq-train writes "
+                             f"<save-dir>/checkpoint_best.pt and checkpoint_last.pt)")
+    return _fairseq_load_models(filenames, *args, **kwargs)
+
+
+def verify_checkpoint_directory(save_dir: str) -> None:
+    try:
+        _fairseq_verify_save_dir(save_dir)
+    except OSError as e:
+        raise UsageError(f"cannot write checkpoints to --save-dir {save_dir} ({e.strerror or e}): "
+                         f"choose a folder you can write to") from None
 
 
 def install() -> None:
@@ -112,6 +143,8 @@ def install() -> None:
     checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu
     checkpoint_utils.save_checkpoint = save_checkpoint
     checkpoint_utils.load_checkpoint = load_checkpoint
+    checkpoint_utils.load_model_ensemble_and_task = load_model_ensemble_and_task
+    checkpoint_utils.verify_checkpoint_directory = verify_checkpoint_directory
     distributed_utils.broadcast_object = broadcast_object
 
 

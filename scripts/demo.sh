@@ -5,15 +5,21 @@
 #   bash scripts/demo.sh [extra fairseq-train flags]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+EPOCHS=${EPOCHS:-4}
+if ! [[ "$EPOCHS" =~ ^[1-9][0-9]*$ ]]; then
+  echo "demo.sh: error: EPOCHS must be a whole number of epochs, 1 or more (got '$EPOCHS'; fairseq reads 0 as no limit)" >&2
+  exit 2
+fi
 bash scripts/setup_env.sh
 source .venv/bin/activate
 export PYTHONWARNINGS=ignore
 DATA=data-bin/sample
 RUN=runs/demo
-EPOCHS=${EPOCHS:-4}
 if [ ! -f "$DATA/test.bin" ]; then
-  echo "== binarizing examples/sample_corpus into $DATA"
-  bash scripts/data/preprocess.sh examples/sample_corpus "$DATA" > /dev/null
+  echo "== binarizing examples/sample_corpus into $DATA (log: $DATA.log)"
+  mkdir -p "$(dirname "$DATA")"
+  bash scripts/data/preprocess.sh examples/sample_corpus "$DATA" > "$DATA.log" 2>&1 \
+    || { tail -n 3 "$DATA.log" >&2; exit 1; }
 fi
 rm -rf "$RUN"; mkdir -p "$RUN"
 echo "== training qrnn_lm for $EPOCHS epochs (log: $RUN/train.log)"

@@ -10,6 +10,12 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+# TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu takes PyTorch from its
+# CPU-only wheel index (where pip sees only PyPI, torch==2.13.0 is the CUDA build)
+if [ -n "${TORCH_INDEX_URL:-}" ]; then
+  echo "== installing torch from $TORCH_INDEX_URL"
+  "${PIP[@]}" --index-url "$TORCH_INDEX_URL" "$(grep -E '^torch==' requirements.txt)"
+fi
 echo "== installing requirements (torch CPU build, fairseq's dependencies)"
 "${PIP[@]}" -r requirements.txt
 # FAIRSEQ_PACKAGE=fairseq-fixed==0.12.3.1 builds fairseq from source instead

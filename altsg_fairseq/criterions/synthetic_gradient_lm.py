@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from fairseq import metrics
+from fairseq import metrics, utils
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 
@@ -127,13 +127,42 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
         metrics.log_scalar("nll_loss", total("nll_loss") / ntokens / math.log(2), ntokens, round=3)
         metrics.log_scalar("ar", total("ar") / ntokens, ntokens, round=4)
         metrics.log_scalar("tar", total("tar") / ntokens, ntokens, round=4)
-        metrics.log_derived("ppl", lambda meters: 2 ** meters["nll_loss"].avg)
+        metrics.log_derived("ppl", lambda meters: utils.get_perplexity(meters["nll_loss"].avg))  # inf, not an error, when it overflows
         steps = total("sg_steps")
         if steps > 0:
             metrics.log_scalar("sg_loss", total("sg_loss") / total("sg_elements"), steps)
-            metrics.log_scalar("sg_norm_ratio", total("sg_norm_ratio") / steps, steps, round=3)
             metrics.log_scalar("sg_on", total("sg_on") / steps, steps, round=2)
             metrics.log_scalar("sg_skipped", total("sg_skipped"), 0, round=0)
+            SyntheticGradientLMCriterion.reduce_gradient_diagnostics(logging_outputs, total)
+
+    @staticmethod
+    def reduce_gradient_diagnostics(logging_outputs, total) -> None:
+        """Cosine, norm ratio and relative error of the synthetic gradient at the start
+        state, overall and per layer, and the injected / true gradient ratio, as ratios
+        of sums over the logged windows and workers (BackwardInterface.pop_stats)."""
+        sums = sorted({k for log in logging_outputs for k in log if k.startswith(("sg_dot", "sg_hat_sq", "sg_true_sq"))}
+                      | {"sg_loss", "sg_injected_sq", "sg_future_sq"})
+        for key in sums:
+            metrics.log_scalar_sum("_" + key, total(key))  # hidden: the derived ratios below are logged
+
+        def ratio(num, den, cos_den=None):
+            """sqrt(num / den), or num / sqrt(den * cos_den) for a cosine, from the summed meters."""
+            def derive(meters):
+                a = meters["_" + num].sum
+                b = meters["_" + den].sum * (meters["_" + cos_den].sum if cos_den else 1.0)
+                if b <= 0:
+                    return float("nan")
+                return a / math.sqrt(b) if cos_den else math.sqrt(a / b)
+            return derive
+
+        suffixes = sorted({k[len("sg_dot"):] for k in sums if k.startswith("sg_dot")})  # "", "_l0", ...
+        for suffix in suffixes:
+            metrics.log_derived(f"sg_cos{suffix}", ratio(f"sg_dot{suffix}", f"sg_hat_sq{suffix}", cos_den=f"sg_true_sq{suffix}"))
+        if "sg_true_sq" in sums:  # some window's backward pass ran
+            metrics.log_derived("sg_norm_ratio", ratio("sg_hat_sq", "sg_true_sq"))
+            metrics.log_derived("sg_rel_error", ratio("sg_loss", "sg_true_sq"))
+        if total("sg_future_sq") > 0:  # some window followed an injection
+            metrics.log_derived("sg_inject_ratio", ratio("sg_injected_sq", "sg_future_sq"))
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:

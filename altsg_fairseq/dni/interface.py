@@ -27,7 +27,8 @@ state is the same on every worker. It costs an all-gather of the start (and
 end) state per window, and every worker runs the whole synthesizer.
 """
 
-from typing import Callable, Optional, Protocol, Tuple
+import logging
+from typing import Callable, Optional, Protocol, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -35,7 +36,12 @@ from torch import Tensor
 from .synthetic_gradient import TrainSynthesizer, inject
 from .synthesizer import Synthesizer
 
+logger = logging.getLogger(__name__)
+
 TARGETS = ("paper", "dni")
+# when the injected gradient stays more than SWAMP_RATIO times the true gradient it stands for
+# for SWAMP_WINDOWS windows in a row, synthetic gradients swamp the real ones: one warning
+SWAMP_RATIO, SWAMP_WINDOWS = 100.0, 50
 _KEYS = ("synthesizer_config", "synthesizer", "synthesizer_optimizer", "synthesizer_recurrent_state")
 
 
@@ -81,13 +87,15 @@ class BackwardInterface:
             ``"dni"``: always 2 (g_hat - g_true).
         frozen: never update the synthesizer (the seed's ``--fixsg``).
         rows: the data-parallel ``Rows`` (None: one worker).
+        layer_sizes: how the S numbers of a flat state split into the
+            model's layers (for per-layer statistics; None: one part).
 
     ``synthetic`` is the phase: True while synthetic gradients are injected.
     Raises ``ValueError`` for an unknown target or a negative lr.
     """
 
     def __init__(self, synthesizer: Synthesizer, lr: float = 1e-3, scale: float = 0.1, target: str = "paper",
-                 frozen: bool = False, rows: Optional[Rows] = None):
+                 frozen: bool = False, rows: Optional[Rows] = None, layer_sizes: Optional[Sequence[int]] = None):
         if target not in TARGETS:
             raise ValueError(f"unknown synthesizer target {target!r}; choose one of {', '.join(TARGETS)}")
         if lr < 0:
@@ -96,8 +104,12 @@ class BackwardInterface:
         self.optimizer = torch.optim.Adam(synthesizer.parameters(), lr=lr)
         self.scale, self.target, self.frozen = scale, target, frozen
         self.rows = rows or LocalRows()
+        self.layer_sizes = list(layer_sizes) if layer_sizes else None
         self.synthetic = False
         self._window: dict = {}
+        self._injected: Optional[Tensor] = None  # |injected|^2 of the last window, awaiting the true gradient
+        self._window_injected: Optional[Tensor] = None
+        self._swamped = 0
 
     # ---- one training window --------------------------------------------------
 
@@ -113,9 +125,10 @@ class BackwardInterface:
         self._move_to(start.device)
         if restart:
             self.synthesizer.reset_state()
+            self._injected = None
         g_hat = self._predict(start)
-        self._window = {"sg_steps": 1, "sg_elements": start.numel(), "sg_loss": 0.0, "sg_norm_ratio": 0.0,
-                        "sg_skipped": 0, "sg_on": int(self.synthetic)}
+        self._window = {"sg_steps": 1, "sg_elements": start.numel(), "sg_skipped": 0, "sg_on": int(self.synthetic)}
+        self._window_injected, self._injected = self._injected, None  # paired in this window's backward
         doubled = self.target == "paper" and self.synthetic
         return TrainSynthesizer.apply(start, g_hat, tokens, doubled, self._record)
 
@@ -132,15 +145,31 @@ class BackwardInterface:
             self._window.update(sg_skipped=1, sg_on=0)
             self.synthesizer.reset_state()
             return end.new_zeros(())
-        return inject(end, self.rows.mine(g_hat), self.scale * tokens)
+        g_hat = self.rows.mine(g_hat)
+        self._injected = (self.scale * g_hat.double()).pow(2).sum()  # per-token units, as the true gradient
+        return inject(end, g_hat, self.scale * tokens)
 
     def pop_stats(self) -> dict:
         """The statistics of the window since ``wrap_start`` (complete once its
-        backward pass has run), then forgets them: ``sg_steps`` (1),
-        ``sg_elements`` (B * S), ``sg_loss`` (sum of squared errors),
-        ``sg_norm_ratio`` (|g_hat| / |g_true| at the start state), ``sg_on``
-        (1 when synthetic gradients were injected), ``sg_skipped`` (1 when a
-        non-finite gradient was skipped). Empty when no window ran."""
+        backward pass has run), then forgets them. All are sums, so that the
+        windows of several workers and accumulated windows add up; with
+        g_hat the prediction and g the true gradient at the start state (per-token
+        units, this worker's rows):
+
+        - ``sg_steps`` 1; ``sg_elements`` B * S; ``sg_on`` 1 when synthetic
+          gradients were injected; ``sg_skipped`` 1 when a non-finite
+          prediction or gradient was skipped;
+        - ``sg_loss`` sum((g_hat - g)^2) (the synthesizer's regression loss);
+        - ``sg_hat_sq`` |g_hat|^2, ``sg_true_sq`` |g|^2, ``sg_dot`` <g_hat, g>, and
+          the same per layer of the flat state (``sg_hat_sq_l0``, ...): the
+          cosine <g_hat, g> / (|g_hat| |g|), the norm ratio |g_hat| / |g| and the
+          relative error |g_hat - g| / |g| follow from the sums;
+        - after a synthetic window: ``sg_injected_sq`` |scale * S(s_T)|^2 of the
+          previous window's injection and ``sg_future_sq`` |g|^2 of this window,
+          the true gradient that injection stood in for (this window's start
+          state is that window's end state).
+
+        Empty when no window ran."""
         stats, self._window = self._window, {}
         return stats
 
@@ -193,9 +222,35 @@ class BackwardInterface:
         """S(start) for this worker's rows, the synthesizer run over all rows."""
         return self.rows.mine(self.synthesizer(self.rows.gather(start.detach().to(self._dtype))))
 
-    def _record(self, stats: dict) -> None:
-        """Where the backward pass of the window reports its statistics (``pop_stats`` hands them on)."""
-        self._window.update(stats)
+    def _record(self, g_hat: Tensor, g_true: Optional[Tensor]) -> None:
+        """Where the window's backward pass reports the prediction and the true
+        gradient at the start state; ``pop_stats`` hands the sums on."""
+        if g_true is None:
+            self._window["sg_skipped"] = 1
+            return
+        g_hat, g_true = g_hat.double(), g_true.double()
+        sums = {"sg_loss": (g_hat - g_true).pow(2).sum()}
+        parts = [(g_hat, g_true, "")]
+        if self.layer_sizes and len(self.layer_sizes) > 1 and sum(self.layer_sizes) == g_hat.size(1):
+            parts += [(h, t, f"_l{n}") for n, (h, t) in
+                      enumerate(zip(g_hat.split(self.layer_sizes, 1), g_true.split(self.layer_sizes, 1)))]
+        for h, t, suffix in parts:
+            sums.update({f"sg_hat_sq{suffix}": h.pow(2).sum(), f"sg_true_sq{suffix}": t.pow(2).sum(),
+                         f"sg_dot{suffix}": (h * t).sum()})
+        if self._window_injected is not None:
+            sums.update(sg_injected_sq=self._window_injected, sg_future_sq=sums["sg_true_sq"])
+            self._watch_swamping(float(self._window_injected), float(sums["sg_true_sq"]))
+        self._window.update(sums)
+
+    def _watch_swamping(self, injected_sq: float, true_sq: float) -> None:
+        """One warning when the injected gradient stays SWAMP_RATIO times the true one."""
+        swamped = injected_sq > SWAMP_RATIO ** 2 * true_sq
+        self._swamped = self._swamped + 1 if swamped else 0
+        if self._swamped == SWAMP_WINDOWS:
+            logger.warning(
+                f"synthetic gradients swamp the real ones: for {SWAMP_WINDOWS} updates the injected gradient "
+                f"has been over {SWAMP_RATIO:g}x the true gradient it stands for (--sg-scale {self.scale:g}); "
+                f"learning may stall: lower --sg-scale")
 
     @property
     def _dtype(self) -> torch.dtype:

@@ -13,17 +13,16 @@ the gradient of the per-token mean loss, and sends the synthesizer's output
 the regression gradient 2 * (k * g_hat - g_true) (k = 2 when ``doubled``: the
 seed's update in synthetic phases, where its two backward passes make the
 prediction count twice; else k = 1). The gradient at ``state`` passes on
-unchanged. Once per backward pass it calls ``report(stats)`` with the
-window's statistics: ``sg_loss`` = sum((g_hat - g_true)^2) and
-``sg_norm_ratio`` = |g_hat| / |g_true|, or ``sg_skipped`` = 1 when the error is
-not finite (the synthesizer then gets a zero gradient).
+unchanged. Once per backward pass it calls ``report(g_hat, g_true)`` (both
+(B, S), detached; g_true is None when the error is not finite, and the
+synthesizer then gets a zero gradient).
 
 ``inject(end_state, g_hat_end, weight)`` is a zero-valued term whose
 gradient with respect to ``end_state`` is ``weight * g_hat_end``: added to
 the loss it injects a synthetic gradient at the end of the segment.
 """
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -31,7 +30,8 @@ from torch import Tensor
 
 class TrainSynthesizer(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, state: Tensor, g_hat: Tensor, tokens: float, doubled: bool, report: Callable[[dict], None]):
+    def forward(ctx, state: Tensor, g_hat: Tensor, tokens: float, doubled: bool,
+                report: Callable[[Tensor, Optional[Tensor]], None]):
         """state: (B, S) the segment's start state; g_hat: (B, S) its predicted gradient."""
         ctx.tokens, ctx.doubled, ctx.report = tokens, doubled, report
         ctx.save_for_backward(g_hat)
@@ -46,12 +46,9 @@ class TrainSynthesizer(torch.autograd.Function):
         g_true = grad_state.to(g_hat.dtype) / (loss_scale * ctx.tokens)
         error = g_hat - g_true
         if not torch.isfinite(error).all():  # never train on a broken target or prediction
-            ctx.report({"sg_skipped": 1})
+            ctx.report(g_hat.detach(), None)
             return grad_state, torch.zeros_like(g_hat), None, None, None
-        ctx.report({
-            "sg_loss": error.detach().pow(2).sum(),
-            "sg_norm_ratio": g_hat.detach().norm() / g_true.norm().clamp_min(1e-30),
-        })
+        ctx.report(g_hat.detach(), g_true.detach())
         k = 2.0 if ctx.doubled else 1.0
         return grad_state, 2 * (k * g_hat - g_true), None, None, None
 

@@ -11,6 +11,10 @@ from ..errors import UsageError
 from ..modules import CELLS
 from .qrnn_decoder import QRNNDecoder
 
+# the least log-probability generation sees (natural log): fairseq forces prompt
+# tokens and the final </s> by keeping their log-probability, which must be finite
+LOG_PROB_FLOOR = -1e9
+
 
 @dataclass
 class QRNNLanguageModelConfig(FairseqDataclass):
@@ -54,9 +58,14 @@ class QRNNLanguageModel(FairseqLanguageModel):
 
     def get_normalized_probs(self, net_output, log_probs, sample=None):
         """The decoder's (log-)softmax; in evaluation with the task's cache
-        pointer, mixed with the cache over this stream's recent words."""
+        pointer, mixed with the cache over this stream's recent words.
+
+        In evaluation no log-probability is below LOG_PROB_FLOOR, so that
+        fairseq's generator can always force a token (a prompt's, the final
+        </s>) whose probability underflowed at a low temperature."""
         if self.cache_pointer is None or self.training:
-            return super().get_normalized_probs(net_output, log_probs, sample)
+            probs = super().get_normalized_probs(net_output, log_probs, sample)
+            return probs.clamp_min(LOG_PROB_FLOOR) if log_probs and not self.training else probs
         # every word's probability (an adaptive softmax given the sample computes the targets' only)
         probs = super().get_normalized_probs(net_output, log_probs=True, sample=None)
         if sample is None or "target" not in sample or sample["target"].shape != probs.shape[:2]:

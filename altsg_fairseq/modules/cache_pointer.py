@@ -38,6 +38,8 @@ class CachePointer(nn.Module):
     The history is state, not parameters: it is kept detached, in the
     dtype and on the device of the last call's ``hidden``. ``reset()``
     forgets it (call it at the start of every pass over a data set).
+    ``scored`` and ``mixed`` count the targets seen and those the cache was
+    mixed into, over all calls (``reset()`` keeps them).
 
     Args:
         window: how many past (h_j, y_j) pairs each row keeps (>= 0; 0
@@ -78,6 +80,7 @@ class CachePointer(nn.Module):
         self.lam = float(lam)
         self.full_window_only = bool(full_window_only)
         self.chunk_size = int(chunk_size)
+        self.scored = self.mixed = 0
         self.reset()
 
     def reset(self) -> None:
@@ -153,6 +156,7 @@ class CachePointer(nn.Module):
             keys, words = new_keys, new_words
         start = self.seen
 
+        self.scored += B * T
         if self.lam == 0.0 or self.window == 0 or T == 0:
             out = lp
         else:
@@ -187,6 +191,7 @@ class CachePointer(nn.Module):
 
         if not bool(has_history.any()):
             return lp
+        self.mixed += B * int(has_history.sum())
         k_win = keys[:, k0:k1].to(ctype)
         w_win = words[:, k0:k1]
 

@@ -1,6 +1,7 @@
 """``alternating_lm``: stateful truncated-BPTT language modelling, with synthetic gradients."""
 
 import logging
+import math
 import os
 from typing import Optional
 
@@ -20,7 +21,8 @@ from ..schedule import restart_points, synthetic_on
 from .bptt_windows import BPTTWindowDataset, TokenStream, WindowIterator
 from .config import LIST_FLAGS, AlternatingLMConfig, check_config
 from .curves import FILENAME, LearningCurve
-from .prompts import prompt_dataset
+from .evaluation import CacheReport, describe_cache, evaluation_rows
+from .generation import MIN_TEMPERATURE, ForcedStepSampling, prompt_dataset
 from .training_state import TrainingState, experiment_flags
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ class AlternatingLMTask(FairseqTask):
         self.dictionary = dictionary
         self.dni: Optional[BackwardInterface] = None
         self.run_state: Optional[TrainingState] = None
+        self.cache_pointer: Optional[CachePointer] = None
+        self._warned_rows = set()
         self.resuming = False  # set while fairseq-train loads a checkpoint to continue from
         self.epoch = 1
         self._lr_scales = []
@@ -90,14 +94,21 @@ class AlternatingLMTask(FairseqTask):
             raise KeyError(f"Dataset not loaded: {split}")
         return self.datasets[split]
 
-    def _windows(self, stream: TokenStream, rows: Optional[int], training: bool, num_shards: int = 1, shard_id: int = 0, epoch: int = 1):
+    def _windows(self, stream: TokenStream, rows: Optional[int], training: bool, num_shards: int = 1,
+                 shard_id: int = 0, epoch: int = 1, flag: str = "--batch-size"):
+        """The rows of ``stream`` (``flag`` is the option that sets them), one window of each per batch."""
         if rows is None or rows < 1:
             raise UsageError(f"the number of rows must be given and at least 1: pass --batch-size (and --batch-size-valid) N, got {rows}")
-        if len(stream) // (rows * num_shards) < 2:
+        row_length = len(stream) // (rows * num_shards)
+        if row_length < 2:
             raise UsageError(
                 f"split {stream.name!r} has {len(stream):,} tokens, too few for {rows * num_shards} rows of at least 2 tokens; "
-                f"lower --batch-size"
+                f"lower {flag}"
             )
+        if self.cfg.bptt >= row_length - 1 and stream.name not in self._warned_rows:
+            self._warned_rows.add(stream.name)
+            logger.warning(f"--bptt {self.cfg.bptt} is as long as the rows of {stream.name!r} ({row_length:,} tokens "
+                           f"each in {rows * num_shards} rows): each pass over them is one window; lower --bptt or {flag}")
         dataset = BPTTWindowDataset(stream, rows, self.cfg.bptt, training=training, seed=self.cfg.seed,
                                     num_workers=num_shards, rank=shard_id)
         return WindowIterator(dataset, epoch)
@@ -110,18 +121,30 @@ class AlternatingLMTask(FairseqTask):
                 dataset, max_tokens, max_sentences, max_positions, ignore_invalid_inputs,
                 required_batch_size_multiple, seed, num_shards, shard_id, num_workers, epoch, **kwargs)
         training = dataset.name == self.cfg.train_subset
-        return self._windows(dataset, max_sentences, training, num_shards, shard_id, epoch)
+        flag = "--batch-size" if training else "--batch-size-valid"
+        return self._windows(dataset, max_sentences, training, num_shards, shard_id, epoch, flag=flag)
 
     def eval_lm_dataloader(self, dataset, max_tokens=36000, batch_size=None, max_positions=None,
                            num_shards=1, shard_id=0, num_workers=1, data_buffer_size=10, context_window=0):
-        if context_window > 0:
-            raise UsageError("--context-window is not supported: alternating_lm carries the recurrent state across windows instead")
-        return self._windows(dataset, batch_size or 1, False, num_shards, shard_id).next_epoch_itr(shuffle=False)
+        iterator = self._windows(dataset, evaluation_rows(batch_size, max_tokens), False, num_shards, shard_id)
+        batches = iterator.next_epoch_itr(shuffle=False)
+        cache = self.cache_pointer
+        return batches if cache is None else CacheReport(batches, cache, iterator.dataset.row_length)
 
     # ---- generation (fairseq-interactive, the hub interface's sample()) -----------
 
     def build_dataset_for_inference(self, src_tokens, src_lengths, **kwargs):
         return prompt_dataset(src_tokens, self.dictionary)
+
+    def build_generator(self, models, args, **kwargs):
+        generator = super().build_generator(models, args, **kwargs)
+        if getattr(args, "sampling", False):  # every temperature > 0: see ForcedStepSampling
+            generator.search = ForcedStepSampling(self.target_dictionary, getattr(args, "sampling_topk", -1),
+                                                  getattr(args, "sampling_topp", -1.0))
+        # fairseq divides the logits by the temperature; below MIN_TEMPERATURE they would overflow,
+        # and every such temperature already samples the most likely word (its limit)
+        generator.temperature = max(generator.temperature, MIN_TEMPERATURE)
+        return generator
 
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
         """Continue each prompt: the generator starts from </s> and is forced through the prompt."""
@@ -141,13 +164,15 @@ class AlternatingLMTask(FairseqTask):
         model.extra_state_hooks = (self.training_state, self.load_training_state)
         rows = distributed.DataParallelRows()
         if self.cfg.cache_window > 0:
-            model.cache_pointer = CachePointer(self.cfg.cache_window, self.cfg.cache_theta, self.cfg.cache_lambda,
-                                               full_window_only=not self.cfg.cache_early)
+            self.cache_pointer = model.cache_pointer = CachePointer(
+                self.cfg.cache_window, self.cfg.cache_theta, self.cfg.cache_lambda, full_window_only=not self.cfg.cache_early)
+            logger.info(describe_cache(self.cache_pointer))
         if self.cfg.use_sg:
             synthesizer = Synthesizer(str(self.cfg.sg_type), self.cfg.sg_hidden, self.cfg.sg_layers,
                                       self.cfg.sg_dropout, noise_std=self.cfg.sg_noise)
             self.dni = BackwardInterface(synthesizer, lr=self.cfg.sg_lr, scale=self.cfg.sg_scale,
-                                         target=str(self.cfg.sg_target), frozen=self.cfg.fix_sg, rows=rows)
+                                         target=str(self.cfg.sg_target), frozen=self.cfg.fix_sg, rows=rows,
+                                         layer_sizes=model.decoder.state_sizes)
             logger.info(f"synthesizer: {synthesizer} ({sum(p.numel() for p in synthesizer.parameters()):,} parameters)")
         experiment = experiment_flags(self.cfg, cfg, (self.cfg.batch_size or 0) * rows.world)
         self.run_state = TrainingState(model.decoder, self.cfg.train_subset, self.dni, experiment, rows)
@@ -177,6 +202,8 @@ class AlternatingLMTask(FairseqTask):
     # ---- the epoch calendar, curves.csv --------------------------------------------
 
     def begin_epoch(self, epoch, model):
+        if epoch == 1 and self.cfg.max_epoch == 0 and self.cfg.max_update == 0:
+            logger.warning("no --max-epoch or --max-update: fairseq reads 0 as no limit and trains until stopped")
         self.epoch = epoch
         synthetic = self.cfg.use_sg and synthetic_on(epoch, self.cfg.whenswitch, self.cfg.mixture, self.cfg.restart_base)
         if self.dni is not None:
@@ -194,7 +221,7 @@ class AlternatingLMTask(FairseqTask):
             return
         train = metrics.get_meter("train", "nll_loss")
         train_bits = train.avg if train is not None and train.count else float("nan")
-        self.curve.end_validation(train_bits, agg["nll_loss"].avg)
+        self.curve.end_validation(train_bits, agg["nll_loss"].avg, metrics.get_smoothed_values("train"))
 
     # ---- one update -------------------------------------------------------------------
 
@@ -204,7 +231,23 @@ class AlternatingLMTask(FairseqTask):
             loss, sample_size, logging_output = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
         if self.dni is not None:
             logging_output.update(self.dni.pop_stats())  # known once the backward pass has run
+        if not ignore_grad:
+            self._watch_divergence(logging_output, update_num + 1)
         return loss, sample_size, logging_output
+
+    def _watch_divergence(self, logging_output: dict, update: int) -> None:
+        """Stop, before anything more is saved, at a loss that is not finite or is more than twice a
+        uniform model's (perplexity above the vocabulary size squared: no run that learns gets there)."""
+        summed = logging_output.get("nll_loss", logging_output.get("loss", 0.0))  # other criterions: the loss
+        nats = float(summed) / max(float(logging_output.get("ntokens", 1)), 1.0)
+        uniform = math.log(len(self.dictionary))
+        if math.isfinite(nats) and math.isfinite(float(logging_output["loss"])) and nats <= 2 * uniform:
+            return
+        bits = nats / math.log(2)  # fairseq logs base 2: say it in bits
+        what = f"{bits:,.1f} bits per token, over twice a uniform model's {uniform / math.log(2):.1f}" \
+            if math.isfinite(bits) else f"{bits}"
+        raise UsageError(f"training diverged at update {update}: the loss is {what}; the run stops here "
+                         f"(checkpoints saved before stay as they were): lower --lr or set --clip-norm")
 
     def optimizer_step(self, optimizer, model, update_num):
         """Step with the lr scaled by this update's window length / bptt; then

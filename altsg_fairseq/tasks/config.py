@@ -1,8 +1,12 @@
 """The flags of ``alternating_lm`` (their help strings are the docs) and their checks."""
 
+import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import List, Optional
+
+import torch
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from omegaconf import II
@@ -42,11 +46,25 @@ class AlternatingLMConfig(FairseqDataclass):
     update_freq: List[int] = II("optimization.update_freq")
     batch_size: Optional[int] = II("dataset.batch_size")
     train_subset: str = II("dataset.train_subset")
+    cpu: bool = II("common.cpu")
+    fp16: bool = II("common.fp16")
+    bf16: bool = II("common.bf16")
+    memory_efficient_fp16: bool = II("common.memory_efficient_fp16")
+    memory_efficient_bf16: bool = II("common.memory_efficient_bf16")
+    amp: bool = II("common.amp")
+    max_epoch: int = II("optimization.max_epoch")
+    max_update: int = II("optimization.max_update")
+    context_window: int = II("eval_lm.context_window")
+    # fairseq-eval-lm changes task.tokens_per_sample for --context-window before
+    # the task can refuse that flag: the window length under fairseq's name
+    tokens_per_sample: int = II("task.bptt")
+    softmax_batch: int = II("eval_lm.softmax_batch")
     save_dir: str = II("checkpoint.save_dir")
     no_save: bool = II("checkpoint.no_save")
 
 
 LIST_FLAGS = ("whenswitch", "restart_base")
+logger = logging.getLogger(__name__)
 
 
 def check_config(cfg: AlternatingLMConfig) -> str:
@@ -73,11 +91,34 @@ def check_config(cfg: AlternatingLMConfig) -> str:
         check_backend()
     except (ValueError, BackendUnavailable) as e:
         raise UsageError(str(e)) from None
+    check_evaluation_and_precision(cfg)
     if not cfg.data:
         raise UsageError("no data directory given; pass the fairseq-preprocess --destdir as the first argument")
     data = cfg.data.split(os.pathsep)[0]
+    if os.path.exists(data) and not os.path.isdir(data):
+        raise UsageError(f"data directory {data!r} is a file: give the --destdir folder of fairseq-preprocess --only-source")
     if not os.path.isdir(data):
         raise UsageError(f"data directory {data!r} does not exist; run fairseq-preprocess --only-source --destdir {data} first")
     if not os.path.isfile(os.path.join(data, "dict.txt")):
         raise UsageError(f"no dict.txt in {data!r}; it must be the --destdir of fairseq-preprocess --only-source")
     return data
+
+
+def check_evaluation_and_precision(cfg: AlternatingLMConfig) -> None:
+    """Flags of fairseq's tools that do not apply here: one line each, before they could fail deep inside."""
+    if cfg.context_window > 0:
+        raise UsageError("--context-window does not apply to alternating_lm: it carries the recurrent state across "
+                         "windows instead (--bptt sets their length); leave it out")
+    if cfg.cache_window > 0 and cfg.softmax_batch < sys.maxsize:
+        raise UsageError("--softmax-batch splits the windows that the cache pointer (--cache-window) scores whole: "
+                         "leave one of them out")
+    on_cpu = cfg.cpu or not torch.cuda.is_available()
+    half = [flag for flag, on in [("--fp16", cfg.fp16), ("--bf16", cfg.bf16),
+                                  ("--memory-efficient-fp16", cfg.memory_efficient_fp16),
+                                  ("--memory-efficient-bf16", cfg.memory_efficient_bf16)] if on]
+    if half and on_cpu:
+        raise UsageError(f"{half[0]} needs a GPU (fairseq's half-precision training runs on CUDA devices); "
+                         f"on the CPU leave it out and train in float32")
+    if cfg.amp and on_cpu:
+        logger.warning("--amp does nothing on the CPU (fairseq's mixed precision is for CUDA devices): "
+                       "the run is in float32")

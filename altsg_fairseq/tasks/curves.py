@@ -6,7 +6,9 @@ import os
 import time
 from typing import Dict, Optional
 
-COLUMNS = ("epoch", "seconds", "train_loss", "valid_loss", "train_ppl", "valid_ppl", "lr", "synthetic", "restart")
+COLUMNS = ("epoch", "seconds", "train_loss", "valid_loss", "train_ppl", "valid_ppl", "lr", "synthetic", "restart",
+           "sg_cos", "sg_norm_ratio", "sg_inject_ratio")
+DIAGNOSTICS = COLUMNS[-3:]  # the epoch's synthetic-gradient diagnostics (nan without --use-sg)
 FILENAME = "curves.csv"
 
 
@@ -16,7 +18,8 @@ class LearningCurve:
     ``begin_epoch`` starts the epoch's clock, ``set_lr`` notes its learning
     rate, and the first ``end_validation`` of the epoch writes the row:
     losses in nats without the AR/TAR terms, ppl = exp(loss), seconds of
-    training and validation. ``path`` None writes nothing (``--no-save``).
+    training and validation, and the epoch's synthetic-gradient diagnostics
+    (``DIAGNOSTICS``, as the training log's). ``path`` None writes nothing.
     """
 
     def __init__(self, path: Optional[str]):
@@ -46,7 +49,7 @@ class LearningCurve:
     def begin_validation(self) -> None:
         self.written = False
 
-    def end_validation(self, train_bits: float, valid_bits: float) -> None:
+    def end_validation(self, train_bits: float, valid_bits: float, diagnostics: Dict[str, float]) -> None:
         """Write the epoch's row (once per epoch) from fairseq's per-token losses in bits."""
         if self.written or self.path is None:
             return
@@ -54,7 +57,13 @@ class LearningCurve:
         # fairseq logs base-2 losses (bits); the CSV keeps the seed's nats
         train_loss, valid_loss = train_bits * math.log(2), valid_bits * math.log(2)
         write_row(self.path, dict(self.row, seconds=time.time() - self.start, train_loss=train_loss,
-                                  valid_loss=valid_loss, train_ppl=math.exp(train_loss), valid_ppl=math.exp(valid_loss)))
+                                  valid_loss=valid_loss, train_ppl=perplexity(train_loss), valid_ppl=perplexity(valid_loss),
+                                  **{k: float(diagnostics.get(k, float("nan"))) for k in DIAGNOSTICS}))
+
+
+def perplexity(nats: float) -> float:
+    """exp(loss), inf for a loss too large to exponentiate (a diverged run)."""
+    return math.exp(nats) if nats < 709.0 else float("inf")
 
 
 def write_row(path: str, row: Dict[str, float]) -> None:
@@ -73,7 +82,7 @@ def write_row(path: str, row: Dict[str, float]) -> None:
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
-        writer.writerows(kept)
+        writer.writerows({k: r.get(k, "nan") for k in COLUMNS} for r in kept)  # rows of an older layout
         writer.writerow({k: format_value(row[k]) for k in COLUMNS})
     os.replace(tmp, path)
 

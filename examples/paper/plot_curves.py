@@ -1,15 +1,25 @@
-"""Plot validation perplexity per epoch from the curves.csv of one or more runs.
+"""Plot the learning curves of one or more runs from their curves.csv.
 
-    python examples/paper/plot_curves.py RUN_DIR_OR_CSV [...] -o curves.png [--labels a b] [--title T] [--log-y]
+    python examples/paper/plot_curves.py RUN_DIR_OR_CSV [...] -o curves.png [--labels a b] [--title T]
+        [--y-scale auto|log|linear]
 
 Each argument is a run's --save-dir (holding the curves.csv that
 ``--task alternating_lm`` writes) or the CSV itself; its header is
-``epoch,seconds,train_loss,valid_loss,train_ppl,valid_ppl,lr,synthetic,restart``.
-One line per run (legend: --labels, else the run directory's name). Epochs
-with synthetic gradients are shaded: a translucent band in the run's colour
-for one run, a thin strip per run along the bottom of the plot for several.
-Epochs that begin a warm-restart cycle get a dashed vertical line in the
-run's colour at their left edge. Writes one PNG (matplotlib, Agg backend).
+``epoch,seconds,train_loss,valid_loss,train_ppl,valid_ppl,lr,synthetic,restart``
+and, since the synthetic-gradient diagnostics, ``sg_cos,sg_norm_ratio,sg_inject_ratio``.
+
+The top panel draws each run's validation perplexity (solid) and training
+perplexity (dashed) per epoch in the run's colour (legend: --labels, else the
+run directory's name). Epochs with synthetic gradients are shaded: a band in
+the run's colour for one run, a strip per run along the bottom for several;
+epochs that begin a warm-restart cycle get a dashed vertical line. The
+perplexity axis is logarithmic when the curves span more than a factor of 20
+(a diverging run, say), linear otherwise (``--y-scale`` chooses). When the
+runs logged synthetic-gradient diagnostics, a second panel draws, per epoch,
+the cosine between the synthesizer's prediction and the true gradient
+(``sg_cos``, solid, left axis) and the ratio of their norms
+(``sg_norm_ratio``, dotted, right axis, logarithmic). Writes one PNG
+(matplotlib, Agg backend).
 """
 
 import argparse
@@ -18,12 +28,14 @@ import math
 import os
 import sys
 
-COLUMNS = ["epoch", "seconds", "train_loss", "valid_loss", "train_ppl", "valid_ppl", "lr", "synthetic", "restart"]
+COLUMNS = ["epoch", "seconds", "train_loss", "valid_loss", "train_ppl", "valid_ppl", "lr", "synthetic", "restart",
+           "sg_cos", "sg_norm_ratio", "sg_inject_ratio"]
 REQUIRED = ["epoch", "valid_ppl", "synthetic", "restart"]
+LOG_SPAN = 20.0  # the auto scale turns logarithmic when max / min perplexity exceeds this
 
 
 class CurvesError(Exception):
-    """A missing or malformed curves CSV (the message is one line)."""
+    """A missing or malformed curves CSV, or an output that cannot be written (the message is one line)."""
 
 
 def csv_path(path: str) -> str:
@@ -94,8 +106,27 @@ def _segments(epochs, flags):
     return out
 
 
-def plot(runs, output: str, labels=None, title=None, log_y=False) -> None:
-    """Draw the runs (columns from read_curves, one per run, named by ``labels``) into one PNG."""
+def _finite(values):
+    return [v for v in values if v is not None and math.isfinite(v) and v > 0]
+
+
+def choose_log_scale(runs, scale: str = "auto") -> bool:
+    """Whether the perplexity axis is logarithmic: "log", "linear", or "auto" (a span over LOG_SPAN, or a run
+    whose perplexity is not finite, as when it diverged)."""
+    if scale != "auto":
+        return scale == "log"
+    values = [v for cols in runs for key in ("valid_ppl", "train_ppl") for v in cols.get(key, [])]
+    finite = _finite(values)
+    diverged = any(not math.isnan(v) and not math.isfinite(v) for v in values)
+    return diverged or (bool(finite) and max(finite) / min(finite) > LOG_SPAN)
+
+
+def has_diagnostics(runs) -> bool:
+    return any(_finite([abs(v) for v in cols.get("sg_cos", [])]) for cols in runs)
+
+
+def plot(runs, labels=None, title=None, scale: str = "auto"):
+    """The figure of the runs (columns from read_curves, one per run, named by ``labels``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -106,26 +137,37 @@ def plot(runs, output: str, labels=None, title=None, log_y=False) -> None:
 
     labels = labels or [f"run {i + 1}" for i in range(len(runs))]
     several = len(runs) > 1
+    diagnostics = has_diagnostics(runs)
+    log_y = choose_log_scale(runs, scale)
+    if diagnostics:
+        fig, (ax, dx) = plt.subplots(2, 1, figsize=(8, 7), dpi=100, sharex=True, height_ratios=[3, 2])
+    else:
+        fig, ax = plt.subplots(figsize=(8, 4.8), dpi=100)
     strip = 0.025  # height of one run's synthetic strip, in axes fractions
-    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=100)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     shaded = restarted = False
     for i, (label, cols) in enumerate(zip(labels, runs)):
         colour = colours[i % len(colours)]
         epochs = cols["epoch"]
-        ax.plot(epochs, cols["valid_ppl"], marker="o" if len(epochs) <= 40 else None, markersize=3,
-                color=colour, label=label, zorder=3)
+        marker = "o" if len(epochs) <= 40 else None
+        ax.plot(epochs, cols["valid_ppl"], marker=marker, markersize=3, color=colour, label=label, zorder=3,
+                gid=f"valid:{label}")
+        if "train_ppl" in cols:
+            ax.plot(epochs, cols["train_ppl"], linestyle="--", linewidth=1, color=colour, alpha=0.8, zorder=3,
+                    gid=f"train:{label}")
         for first, last in _segments(epochs, cols["synthetic"]):
             shaded = True
             if several:
                 ax.axvspan(first - 0.5, last + 0.5, ymin=i * strip, ymax=(i + 1) * strip, color=colour, alpha=0.8,
                            linewidth=0, zorder=2)
             else:
-                ax.axvspan(first - 0.5, last + 0.5, color=colour, alpha=0.15, linewidth=0, zorder=1)
+                for axis in [ax, dx] if diagnostics else [ax]:
+                    axis.axvspan(first - 0.5, last + 0.5, color=colour, alpha=0.15, linewidth=0, zorder=1)
         for e, r in zip(epochs[1:], cols["restart"][1:]):  # the first epoch starts training, not a restart
             if r == 1:
                 restarted = True
-                ax.axvline(e - 0.5, color=colour, linestyle="--", linewidth=0.9, alpha=0.7, zorder=2)
+                for axis in [ax, dx] if diagnostics else [ax]:
+                    axis.axvline(e - 0.5, color=colour, linestyle="--", linewidth=0.9, alpha=0.7, zorder=2)
     if log_y:
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(LogFormatter())  # plain numbers, minor ticks labelled on short ranges
@@ -138,21 +180,63 @@ def plot(runs, output: str, labels=None, title=None, log_y=False) -> None:
         else:
             ax.set_ylim((lo - f * hi) / (1 - f), hi)
     handles, names = ax.get_legend_handles_labels()
+    handles += [Line2D([], [], color="grey"), Line2D([], [], color="grey", linestyle="--", linewidth=1)]
+    names += ["validation", "training"]
     if shaded:
         handles.append(Patch(color="grey" if several else colours[0], alpha=0.8 if several else 0.15))
         names.append("synthetic gradients" + (" (strips, one per run)" if several else ""))
     if restarted:
-        handles.append(Line2D([], [], color="grey", linestyle="--", linewidth=0.9))
+        handles.append(Line2D([], [], color="grey", linestyle="--", linewidth=0.9, alpha=0.7))
         names.append("warm restart")
-    ax.legend(handles, names, loc="upper right", fontsize=9, framealpha=0.9)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation perplexity")
-    ax.set_title(title or "validation perplexity per epoch")
+    ax.legend(handles, names, loc="upper right", fontsize=8, framealpha=0.9)
+    ax.set_ylabel("perplexity" + (" (log scale)" if log_y else ""))
+    ax.set_title(title or "perplexity per epoch")
     ax.grid(True, alpha=0.3)
+    if diagnostics:
+        _plot_diagnostics(dx, runs, labels, colours)
+    (dx if diagnostics else ax).set_xlabel("epoch")
     ax.xaxis.get_major_locator().set_params(integer=True)
     fig.tight_layout()
-    fig.savefig(output, format="png")
-    plt.close(fig)
+    return fig
+
+
+def _plot_diagnostics(dx, runs, labels, colours):
+    """sg_cos (left axis) and sg_norm_ratio (right axis, log) per epoch."""
+    from matplotlib.lines import Line2D
+
+    ratio_axis = dx.twinx()
+    ratio_axis.set_yscale("log")
+    for i, cols in enumerate(runs):
+        if not _finite([abs(v) for v in cols.get("sg_cos", [])]):
+            continue
+        colour = colours[i % len(colours)]
+        dx.plot(cols["epoch"], cols["sg_cos"], color=colour, marker="o" if len(cols["epoch"]) <= 40 else None,
+                markersize=3, label=labels[i], gid=f"sg_cos:{labels[i]}")
+        ratio_axis.plot(cols["epoch"], cols.get("sg_norm_ratio", [math.nan] * len(cols["epoch"])), color=colour,
+                        linestyle=":", linewidth=1.2, gid=f"sg_norm_ratio:{labels[i]}")
+    dx.axhline(0, color="grey", linewidth=0.6)
+    dx.set_ylim(-1.05, 1.05)
+    dx.set_ylabel("cosine(prediction, true gradient)")
+    ratio_axis.set_ylabel("norm ratio |prediction| / |true|")
+    dx.legend([Line2D([], [], color="grey"), Line2D([], [], color="grey", linestyle=":")],
+              ["sg_cos (left)", "sg_norm_ratio (right)"], loc="lower right", fontsize=8, framealpha=0.9)
+    dx.set_title("synthetic-gradient diagnostics (training, per epoch)", fontsize=10)
+    dx.grid(True, alpha=0.3)
+
+
+def save(fig, output: str) -> None:
+    """Write the figure as a PNG; one line when the output cannot be written."""
+    import matplotlib.pyplot as plt
+
+    out_dir = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(out_dir):
+        raise CurvesError(f"{out_dir}: no such directory for the output")
+    try:
+        fig.savefig(output, format="png")
+    except OSError as e:
+        raise CurvesError(f"cannot write {output} ({e.strerror or e}): choose another -o") from None
+    finally:
+        plt.close(fig)
 
 
 def main(argv=None) -> int:
@@ -162,21 +246,20 @@ def main(argv=None) -> int:
     parser.add_argument("-o", "--output", default="curves.png", help="PNG to write (default: curves.png)")
     parser.add_argument("--labels", nargs="+", help="legend labels, one per run (default: the run directories' names)")
     parser.add_argument("--title", help="plot title")
-    parser.add_argument("--log-y", action="store_true", help="logarithmic perplexity axis")
+    parser.add_argument("--y-scale", choices=["auto", "log", "linear"], default="auto",
+                        help=f"perplexity axis: auto is logarithmic when the curves span more than a factor of "
+                             f"{LOG_SPAN:g} or a run diverged (default: auto)")
+    parser.add_argument("--log-y", action="store_true", help="the same as --y-scale log")
     args = parser.parse_args(argv)
     if args.labels and len(args.labels) != len(args.runs):
         parser.error(f"--labels gives {len(args.labels)} labels for {len(args.runs)} runs")
+    labels = args.labels or [default_label(path) for path in args.runs]
     try:
         runs = [read_curves(path) for path in args.runs]
+        save(plot(runs, labels, args.title, "log" if args.log_y else args.y_scale), args.output)
     except CurvesError as e:
         print(f"plot_curves.py: error: {e}", file=sys.stderr)
         return 2
-    labels = args.labels or [default_label(path) for path in args.runs]
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(out_dir):
-        print(f"plot_curves.py: error: {out_dir}: no such directory for the output", file=sys.stderr)
-        return 2
-    plot(runs, args.output, labels, args.title, args.log_y)
     for label, cols in zip(labels, runs):
         ppl = [(p, e) for p, e in zip(cols["valid_ppl"], cols["epoch"]) if not math.isnan(p)]
         best = f"best valid ppl {min(ppl)[0]:.2f} (epoch {min(ppl)[1]:g})" if ppl else "no valid ppl"

@@ -7,7 +7,7 @@ them with scripts/data/preprocess.sh:
 
     python scripts/data/prepare_data.py wt2 --out data                   # download
     python scripts/data/prepare_data.py wt2 --out data --local path/to/wikitext-2
-    # -> data/wt2/{train,valid,test}.txt and data-bin/wt2
+    # -> data/wt2/{train,valid,test}.txt, binarized into data/wt2/bin
 
 Lines are kept exactly as the source has them, blank lines included (a
 blank line becomes one <eos> token), as AWD-LSTM's data loader does: every
@@ -183,9 +183,8 @@ def write_lines(path, lines):
 
 
 def default_bin_dir(text_dir):
-    """data-bin/NAME beside the text folder's parent: data/wt2 -> data-bin/wt2."""
-    text_dir = Path(text_dir).resolve()
-    return text_dir.parent.parent / "data-bin" / text_dir.name
+    """Inside the text folder the user named: data/wt2 -> data/wt2/bin."""
+    return Path(text_dir) / "bin"
 
 
 def binarize_and_report(text_dir, bin_dir=None):
@@ -226,14 +225,14 @@ def parse_args(argv=None):
         epilog=f"Downloads (with Python's urllib) from:\n{urls}\n"
                "Without internet access, download these yourself and pass --local.\n\n"
                "example: python scripts/data/prepare_data.py wt2 --out data --local ~/wikitext-2\n"
-               "         -> data/wt2/{train,valid,test}.txt and data-bin/wt2",
+               "         -> data/wt2/{train,valid,test}.txt, binarized into data/wt2/bin",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("corpus", help="ptb (Penn Treebank) or wt2 (WikiText-2)")
     parser.add_argument("--out", default="data", metavar="DIR",
                         help="the text files go to DIR/CORPUS/{train,valid,test}.txt (default: data)")
     parser.add_argument("--bin", metavar="DIR",
-                        help="binarized data folder (default: data-bin/CORPUS beside the --out folder, "
-                             "e.g. --out data -> data-bin/wt2)")
+                        help="binarized data folder (default: bin inside the text folder, e.g. --out data -> "
+                             "data/wt2/bin)")
     parser.add_argument("--local", metavar="PATH",
                         help="use local files instead of downloading: a folder (or a zip) with the three splits "
                              "named train.txt/valid.txt/test.txt, ptb.train.txt/... or wiki.train.tokens/...")

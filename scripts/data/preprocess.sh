@@ -10,6 +10,19 @@ dest=${2:?usage: scripts/data/preprocess.sh TEXT_DIR DEST_DIR}
 for split in train valid test; do
   [ -f "$text/$split.txt" ] || { echo "preprocess.sh: error: $text/$split.txt is missing" >&2; exit 2; }
 done
+# fairseq-preprocess reads UTF-8 only (it has no encoding option) and would fail
+# on a temporary file; name the user's file and line instead
+python3 - "$text"/{train,valid,test}.txt <<'PY' || exit 2
+import sys
+for path in sys.argv[1:]:
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                sys.exit(f"preprocess.sh: error: {path} line {number:,} is not UTF-8 (byte 0x{line[e.start]:02x} at "
+                         f"column {e.start + 1}): re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8")
+PY
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 cat "$text"/{train,valid,test}.txt > "$tmp/all.txt"
 fairseq-preprocess --only-source --dict-only --trainpref "$tmp/all.txt" --destdir "$tmp/dict" --log-format simple

@@ -6,7 +6,7 @@ ignored there) and the pip wheel of sentencepiece has no spm_encode, so this
 script does it with sentencepiece's Python API:
 
     python scripts/data/subword_data.py data/wt2 data/wt2-spm2000 --vocab-size 2000
-    # -> data/wt2-spm2000/{spm.model,spm.vocab,train.txt,valid.txt,test.txt}, data-bin/wt2-spm2000
+    # -> data/wt2-spm2000/{spm.model,spm.vocab,train.txt,valid.txt,test.txt}, binarized into data/wt2-spm2000/bin
 
 1. train a sentencepiece model on TEXT_DIR/train.txt (or take --model);
 2. encode train/valid/test.txt line by line into space-separated pieces,
@@ -80,13 +80,12 @@ def parse_args(argv=None):
                     "space-separated pieces (one line per input line) in OUT_DIR and binarize them for\n"
                     "--task alternating_lm. Report word-level perplexity with scripts/data/word_ppl.py.",
         epilog="example: python scripts/data/subword_data.py data/wt2 data/wt2-spm2000 --vocab-size 2000\n"
-               "         -> data/wt2-spm2000/{spm.model,train.txt,...} and data-bin/wt2-spm2000",
+               "         -> data/wt2-spm2000/{spm.model,train.txt,...}, binarized into data/wt2-spm2000/bin",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("text_dir", metavar="TEXT_DIR",
                         help="folder with the word-level train.txt, valid.txt, test.txt")
     parser.add_argument("out_dir", metavar="OUT_DIR", help="where spm.model, spm.vocab and the encoded splits go")
-    parser.add_argument("--bin", metavar="DIR", help="binarized data folder (default: data-bin/NAME beside "
-                                                    "OUT_DIR's parent, e.g. data/wt2-spm -> data-bin/wt2-spm)")
+    parser.add_argument("--bin", metavar="DIR", help="binarized data folder (default: OUT_DIR/bin)")
     parser.add_argument("--vocab-size", type=int, metavar="N", default=2000,
                         help="sentencepiece vocabulary size, including its 3 specials, <unk> and, with byte "
                              "fallback, 256 byte pieces (default: 2000)")

@@ -30,7 +30,11 @@ def repeated(sample_bin, tmp_path_factory):
 def test_the_cache_lowers_perplexity_on_repeated_text(trained, repeated):
     checkpoint = trained[0] / "checkpoint_last.pt"
     plain, _ = perplexity(repeated, checkpoint)
-    seed_style, _ = perplexity(repeated, checkpoint, "--cache-window", "60")  # the seed's theta and lambda
+    seed_style, log = perplexity(repeated, checkpoint, "--cache-window", "60")  # the seed's theta and lambda
+    assert "cache pointer on: window 60, theta 0.6625, lambda 0.1279, mixed in once it holds a full window" in log
+    mixed, scored = (int(n.replace(",", "")) for n in
+                     re.search(r"cache pointer was mixed into ([0-9,]+) of the ([0-9,]+) targets", log).groups())
+    assert mixed == scored - 61  # positions 61, 62, ... of the one row have a full window of 60 behind them
     early, _ = perplexity(repeated, checkpoint, "--cache-window", "60", "--cache-early")
     sharp, _ = perplexity(repeated, checkpoint, "--cache-window", "500", "--cache-early",
                           "--cache-theta", "1.0", "--cache-lambda", "0.5")
@@ -47,3 +51,11 @@ def test_cache_flags_are_checked(trained, repeated):
     assert proc.returncode == 1
     assert "altsg_fairseq: error: --cache-window and --cache-theta must be >= 0 and --cache-lambda in [0, 1]" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_cache_that_never_fills_says_so(trained, repeated):
+    """A window longer than the rows: the cache mixes into nothing (the perplexity is the plain one), and says why."""
+    checkpoint = trained[0] / "checkpoint_last.pt"
+    _, log = perplexity(repeated, checkpoint, "--cache-window", "3785")
+    warning = next(line for line in log.splitlines() if "was mixed into none" in line)
+    assert "its window 3,785 is never full" in warning and "--cache-early" in warning

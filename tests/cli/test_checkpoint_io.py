@@ -22,8 +22,10 @@ def test_copy_is_atomic_when_interrupted(tmp_path, monkeypatch):
     assert dst.read_bytes() == b"old checkpoint"  # untouched, no partial file left
     assert sorted(os.listdir(tmp_path)) == ["checkpoint_best.pt", "checkpoint_last.pt"]
     monkeypatch.undo()
+    os.chmod(src, 0o644)  # as fairseq's checkpointN.pt
     assert checkpoint_io.PathManager.copy(str(src), str(dst), overwrite=True)
     assert dst.read_bytes() == src.read_bytes()
+    assert os.stat(dst).st_mode & 0o777 == 0o644  # colleagues can read the copy too
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", None], ids=["empty", "garbage", "truncated"])

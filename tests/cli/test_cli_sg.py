@@ -16,7 +16,7 @@ SG_FLAGS = ["--use-sg", "--mixture", "--lr-scheduler", "warm_restarts", "--resta
 def sg_run(sample_bin, tmp_path_factory):
     save = tmp_path_factory.mktemp("sg")
     common = [sample_bin, *TRAIN_FLAGS, *SMALL, "--batch-size", "10", "--bptt", "35", "--batch-size-valid", "10",
-              "--save-dir", save, *SG_FLAGS, "--log-interval", "10"]
+              "--save-dir", save, *SG_FLAGS, "--log-interval", "10", "--tensorboard-logdir", save / "tensorboard"]
     first = run_cli("fairseq-train", *common, "--max-epoch", "3")
     resumed = run_cli("fairseq-train", *common, "--max-epoch", "4")
     return save, first.stdout + first.stderr, resumed.stdout + resumed.stderr
@@ -66,3 +66,45 @@ def test_resume_sg_takes_the_synthesizer_of_another_run(sg_run, sample_bin, tmp_
         proc = run_cli("fairseq-train", *common, "--resume-sg", bad, *flags, "--save-dir", tmp_path / "bad", check=False)
         assert proc.returncode != 0 and "Traceback" not in proc.stderr
         assert message in proc.stderr.strip().splitlines()[-1]
+
+
+def tensorboard_scalars(folder):
+    """{tag: [values]} of the event files in ``folder`` (TFRecord framing: length, crc, event, crc)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    scalars = {}
+    for path in folder.glob("events.out.tfevents.*"):
+        data, at = path.read_bytes(), 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at:at + 8])
+            event = event_pb2.Event()
+            event.ParseFromString(data[at + 12:at + 12 + length])
+            at += 12 + length + 4
+            for value in event.summary.value:
+                if value.HasField("simple_value"):
+                    scalars.setdefault(value.tag, []).append(value.simple_value)
+    return scalars
+
+
+def test_tensorboard_holds_the_plugins_scalars(sg_run):
+    save, log, _ = sg_run
+    train = tensorboard_scalars(save / "tensorboard" / "train")
+    for tag in ["loss", "nll_loss", "ppl", "ar", "tar", "lr", "sg_on", "sg_loss", "sg_cos", "sg_cos_l0", "sg_cos_l1",
+                "sg_norm_ratio", "sg_rel_error", "sg_inject_ratio", "sg_skipped"]:
+        assert tag in train, tag
+    assert train["sg_on"][:3] == [0.0, 1.0, 0.0]  # the phase of epochs 1, 2, 3
+    assert all(-1 <= c <= 1 for c in train["sg_cos"])
+    assert [round(v, 3) for v in train["nll_loss"][:3]] == [float(r["train_nll_loss"]) for r in records(log, "train")]
+    valid = tensorboard_scalars(save / "tensorboard" / "test")  # --valid-subset test
+    assert {"loss", "nll_loss", "ppl"} <= set(valid) and len(valid["loss"]) >= 3
+    assert "sg_cos" in tensorboard_scalars(save / "tensorboard" / "train_inner")
+
+
+def test_wandb_where_installed(sample_bin, tmp_path):
+    pytest.importorskip("wandb")
+    proc = run_cli("fairseq-train", sample_bin, *TRAIN_FLAGS, *SMALL, "--batch-size", "10", "--max-update", "3",
+                   "--use-sg", "--whenswitch", "1", "--save-dir", tmp_path / "ck", "--wandb-project", "altsg-test",
+                   cwd=tmp_path, env={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)})
+    assert "Traceback" not in proc.stderr and any((tmp_path / "wandb").iterdir())

@@ -79,3 +79,24 @@ def test_sampling_with_a_temperature(tmp_path):
         hot = generate(task, model, [PROMPTS[1]], beam=1, sampling=True, temperature=3.0)
         draws.add(tuple(hot[0][0]["tokens"].tolist()))
     assert len(draws) > 1  # a high temperature samples different continuations
+
+
+def test_every_temperature_samples_and_a_tiny_one_is_greedy(tmp_path):
+    """At a low temperature a forced token's (the prompt's, the final </s>'s) probability underflows:
+    sampling must still draw it, keep its true score, and a tiny temperature must give the greedy words."""
+    task, model = build(tmp_path, "qrnn")
+    prompts = PROMPTS + [[]]
+    greedy = generate(task, model, prompts, beam=1)
+    for temperature in [1e-40, 1e-8, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0]:
+        torch.manual_seed(0)
+        sampled = generate(task, model, prompts, beam=1, sampling=True, temperature=temperature)
+        for hypo, ref, prompt in zip(sampled, greedy, prompts):
+            words = task.dictionary.string(hypo[0]["tokens"]).split()
+            assert words[: len(prompt)] == prompt, temperature
+            assert not torch.isnan(hypo[0]["positional_scores"]).any(), temperature
+            if temperature <= 1e-8:
+                assert hypo[0]["tokens"].tolist() == ref[0]["tokens"].tolist(), temperature
+    torch.manual_seed(0)
+    sampled = generate(task, model, prompts, beam=1, sampling=True)
+    for hypo, ref, prompt in zip(sampled, greedy, prompts):  # the forced prompt words keep their true scores
+        torch.testing.assert_close(hypo[0]["positional_scores"][: len(prompt)], ref[0]["positional_scores"][: len(prompt)])

@@ -11,7 +11,7 @@ import pytest
 from helpers import REPO, TRAIN_FLAGS, records, run_cli
 
 SCRIPT = REPO / "examples" / "paper" / "plot_curves.py"
-HEADER = "epoch,seconds,train_loss,valid_loss,train_ppl,valid_ppl,lr,synthetic,restart"
+HEADER = "epoch,seconds,train_loss,valid_loss,train_ppl,valid_ppl,lr,synthetic,restart,sg_cos,sg_norm_ratio,sg_inject_ratio"
 # as tests/test_cli_sg.py: train on the small valid split (22k tokens), validate on test
 SMALL = ["--train-subset", "valid", "--valid-subset", "test"]
 SG_FLAGS = ["--use-sg", "--mixture", "--lr-scheduler", "warm_restarts", "--restart-lr", "--restart-base", "1"]
@@ -43,13 +43,15 @@ def check_png(path):
     return pixels
 
 
-def write_csv(path, rows):
+def write_csv(path, rows, cos=None):
+    """rows: (epoch, valid loss, synthetic, restart); ``cos``: the epochs' sg_cos (nan: no diagnostics)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [HEADER]
-    for epoch, valid_loss, synthetic, restart in rows:
+    for n, (epoch, valid_loss, synthetic, restart) in enumerate(rows):
         train_loss = valid_loss + 0.1
+        c = "nan" if cos is None else cos[n]
         lines.append(f"{epoch},12.5,{train_loss},{valid_loss},{math.exp(train_loss)},{math.exp(valid_loss)},0.001,"
-                     f"{synthetic},{restart}")
+                     f"{synthetic},{restart},{c},{'nan' if cos is None else 2.0},nan")
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -85,6 +87,25 @@ def test_real_run_writes_one_row_per_epoch(sg_curves):
         assert nats / math.log(2) == pytest.approx(float(record["test_loss"]), abs=6e-4)
         assert math.exp(nats) == pytest.approx(float(record["test_ppl"]), rel=1e-3)
     assert cols["valid_loss"][2] < cols["valid_loss"][0]
+    # the epochs' synthetic-gradient diagnostics, as the training log's
+    epochs = records(log, "train")
+    for n, record in enumerate(epochs):
+        assert cols["sg_cos"][n] == pytest.approx(float(record["train_sg_cos"]), rel=1e-4)
+        assert cols["sg_norm_ratio"][n] == pytest.approx(float(record["train_sg_norm_ratio"]), rel=1e-4)
+        assert -1 <= cols["sg_cos"][n] <= 1
+    assert math.isfinite(cols["sg_inject_ratio"][1])  # injections in epoch 2 only
+    assert math.isnan(cols["sg_inject_ratio"][0])
+
+
+def series(fig):
+    """{kind: [run labels]} of the plotted series (valid, train, sg_cos, sg_norm_ratio)."""
+    out = {}
+    for axis in fig.axes:
+        for line in axis.lines:
+            if line.get_gid():
+                kind, label = line.get_gid().split(":", 1)
+                out.setdefault(kind, []).append(label)
+    return out
 
 
 def test_plot_of_the_real_run(sg_curves, tmp_path):
@@ -94,6 +115,14 @@ def test_plot_of_the_real_run(sg_curves, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert f"wrote {out}" in proc.stdout
     check_png(out)
+    plot_curves = load_script()
+    fig = plot_curves.plot([plot_curves.read_curves(str(save))], ["alt"])
+    assert len(fig.axes) == 3  # perplexities; sg_cos with the norm ratio on a twin axis
+    assert series(fig) == {"valid": ["alt"], "train": ["alt"], "sg_cos": ["alt"], "sg_norm_ratio": ["alt"]}
+    ppl_axis, cos_axis, ratio_axis = fig.axes
+    assert ppl_axis.get_yscale() == "linear" and ratio_axis.get_yscale() == "log"
+    assert cos_axis.get_ylim() == (-1.05, 1.05)
+    assert [t.get_text() for t in ppl_axis.get_legend().get_texts()][:3] == ["alt", "validation", "training"]
 
 
 def test_two_runs_from_hand_written_csvs(tmp_path):
@@ -118,7 +147,7 @@ def test_two_runs_from_hand_written_csvs(tmp_path):
     assert plot_cli(tmp_path / "plain", bptt, "-o", plain, "--log-y", "--labels", "alt", "bptt").returncode == 0
     assert not np.array_equal(shaded, check_png(plain))
     # and the plotting function on its own, one run with a band
-    plot_curves.plot([cols], str(tmp_path / "one.png"), labels=["alt"], title="one run")
+    plot_curves.save(plot_curves.plot([cols], labels=["alt"], title="one run"), str(tmp_path / "one.png"))
     check_png(tmp_path / "one.png")
 
 
@@ -127,8 +156,8 @@ def test_two_runs_from_hand_written_csvs(tmp_path):
     ("empty", "", "empty file"),
     ("other csv", "step,loss\n1,2.0\n", "not a curves CSV: no column epoch, valid_ppl, synthetic, restart"),
     ("no rows", HEADER + "\n", "no rows"),
-    ("not a number", HEADER + "\n1,3.0,5.0,5.0,148.4,148.4,0.001,0,zero\n", "line 2: restart is 'zero', not a number"),
-    ("short row", HEADER + "\n1,3.0,5.0\n", "line 2: 3 fields, the header has 9"),
+    ("not a number", HEADER + "\n1,3.0,5.0,5.0,148.4,148.4,0.001,0,zero,nan,nan,nan\n", "line 2: restart is 'zero', not a number"),
+    ("short row", HEADER + "\n1,3.0,5.0\n", "line 2: 3 fields, the header has 12"),
 ])
 def test_bad_csv_gives_one_clear_line(tmp_path, case, content, message):
     path = tmp_path / "run" / "curves.csv"
@@ -146,3 +175,31 @@ def test_label_count_must_match(tmp_path):
     write_csv(tmp_path / "a" / "curves.csv", [(1, 5.0, 0, 0)])
     proc = plot_cli(tmp_path / "a", "--labels", "x", "y", "-o", tmp_path / "x.png")
     assert proc.returncode == 2 and "--labels gives 2 labels for 1 runs" in proc.stderr
+
+
+def test_several_runs_a_diverged_one_and_the_scale(tmp_path):
+    plot_curves = load_script()
+    calm = write_csv(tmp_path / "calm.csv", [(e, 6 - 0.1 * e, int(e > 2), int(e == 3)) for e in range(1, 6)],
+                     cos=[0.1, 0.3, 0.5, 0.6, 0.7])
+    wild = write_csv(tmp_path / "wild.csv", [(1, 6.0, 0, 0), (2, 9.0, 0, 0), (3, 20.0, 0, 0)])
+    runs = [plot_curves.read_curves(str(p)) for p in (calm, wild)]
+    fig = plot_curves.plot(runs, ["calm", "wild"])
+    assert series(fig) == {"valid": ["calm", "wild"], "train": ["calm", "wild"], "sg_cos": ["calm"],
+                           "sg_norm_ratio": ["calm"]}
+    assert fig.axes[0].get_yscale() == "log"  # e^20 / e^5.5: a diverging run
+    assert plot_curves.plot(runs[:1], ["calm"]).axes[0].get_yscale() == "linear"
+    assert plot_curves.plot(runs[:1], ["calm"], scale="log").axes[0].get_yscale() == "log"
+    no_diagnostics = plot_curves.plot(runs[1:], ["wild"])
+    assert len(no_diagnostics.axes) == 1 and no_diagnostics.axes[0].get_yscale() == "log"
+    out = tmp_path / "both.png"
+    proc = plot_cli(calm, wild, "-o", out, "--labels", "calm", "wild")
+    assert proc.returncode == 0, proc.stderr
+    check_png(out)
+
+
+def test_an_output_that_cannot_be_written(tmp_path):
+    write_csv(tmp_path / "a" / "curves.csv", [(1, 5.0, 0, 0)])
+    for output in ["/proc/curves.png", tmp_path / "missing" / "x.png"]:
+        proc = plot_cli(tmp_path / "a", "-o", output)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert proc.stderr.startswith("plot_curves.py: error: ") and len(proc.stderr.strip().splitlines()) == 1

@@ -70,7 +70,7 @@ def test_local_text_keeps_every_line(local_run):
 
 def test_local_binarized_counts_are_words_plus_one_eos_per_line(local_run):
     root, lines, stdout = local_run
-    bin_dir = root / "data-bin" / "wt2"  # the default: data-bin beside --out
+    bin_dir = root / "data" / "wt2" / "bin"  # the default: inside the text folder
     for split in SPLITS:
         expected = sum(len(line.split()) + 1 for line in lines[split])
         decoded, total = read_binarized(bin_dir, split)
@@ -108,7 +108,7 @@ def test_download_from_a_file_url_and_local_zip(tmp_path):
         a = (tmp_path / "a" / "wt2" / f"{split}.txt").read_text(encoding="utf-8")
         b = (tmp_path / "b" / "wt2" / f"{split}.txt").read_text(encoding="utf-8")
         assert a == b == "".join(" ".join(line.split()) + "\n" for line in head(split, 200))
-    assert not (tmp_path / "data-bin").exists()  # --no-binarize
+    assert not any(p.name == "bin" for p in tmp_path.rglob("*"))  # --no-binarize
 
 
 def test_ptb_download_per_split_with_windows_line_ends(tmp_path):

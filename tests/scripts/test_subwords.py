@@ -27,11 +27,12 @@ def lines_of(path):
 
 @pytest.fixture(scope="module")
 def spm_data(tmp_path_factory):
-    """The sample corpus as 1000 unigram pieces; binarized into the default data-bin/sample-spm."""
+    """The sample corpus as 1000 unigram pieces; binarized into the default sample-spm/bin."""
     root = tmp_path_factory.mktemp("subwords")
     proc = script("subword_data.py", SAMPLE, root / "data" / "sample-spm", "--vocab-size", "1000", "--threads", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return root / "data" / "sample-spm", root / "data-bin" / "sample-spm", proc
+    assert f"-> {root / 'data' / 'sample-spm' / 'bin'}/" in proc.stdout  # it says where it wrote
+    return root / "data" / "sample-spm", root / "data" / "sample-spm" / "bin", proc
 
 
 def test_pieces_decode_back_to_the_words(spm_data):

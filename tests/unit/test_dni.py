@@ -120,7 +120,9 @@ def test_statistics_and_the_synthesizers_gradient_by_hand():
         stats = interface.pop_stats()
         g_true = W / 10
         assert float(stats["sg_loss"]) == pytest.approx(float((g_hat - g_true).pow(2).sum()), rel=1e-12)
-        assert float(stats["sg_norm_ratio"]) == pytest.approx(float(g_hat.norm() / g_true.norm()), rel=1e-12)
+        for key, value in [("sg_hat_sq", g_hat.pow(2).sum()), ("sg_true_sq", g_true.pow(2).sum()),
+                           ("sg_dot", (g_hat * g_true).sum())]:
+            assert float(stats[key]) == pytest.approx(float(value), rel=1e-12), key
         # the decoder's bias gets the sum over elements of the output gradient 2 (k g_hat - g_true)
         expected = float((2 * (k * g_hat - g_true)).sum())
         assert float(synthesizer.decoder.bias.grad) == pytest.approx(expected, rel=1e-10)
@@ -261,3 +263,63 @@ def test_workers_together_equal_one_worker_holding_all_rows(core):
         for a, b in zip(one.synthesizer.recurrent_state(), workers[1].synthesizer.recurrent_state()):
             torch.testing.assert_close(a, b)  # every worker holds the one worker's recurrent state
         zero(one.synthesizer, *(w.synthesizer for w in workers))
+
+
+class Oracle(torch.nn.Module):
+    """A synthesizer stand-in that predicts a given gradient."""
+
+    def __init__(self, synthesizer, prediction):
+        super().__init__()
+        self.inner, self.prediction = synthesizer, prediction
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.inner, name)
+
+    def forward(self, carried):
+        return self.prediction.to(carried)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_statistics_of_a_perfect_and_an_opposite_prediction(sign):
+    """A synthesizer that predicts exactly the true gradient (or its negative): cosine 1 (-1) overall
+    and per layer, norm ratio 1, relative error 0 (2); the injection is paired with the next true gradient."""
+    torch.manual_seed(7)
+    s, W = torch.randn(3, 5, dtype=torch.float64, requires_grad=True), torch.randn(3, 5, dtype=torch.float64)
+    interface = BackwardInterface(Synthesizer("gru", hidden=3).double(), scale=0.5, layer_sizes=[2, 3])
+    interface.synthesizer = Oracle(interface.synthesizer, sign * W / 10)
+    interface.synthetic = True
+    totals = {}
+    for window in range(2):
+        start, probe = interface.wrap_start(s, tokens=10)
+        end = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)  # (here) not a function of start
+        ((start * W).sum() + probe + interface.inject(end, 10)).backward()
+        totals[window] = {k: float(v) for k, v in interface.pop_stats().items()}
+    first, second = totals[0], totals[1]
+    for suffix in ["", "_l0", "_l1"]:
+        cos = first[f"sg_dot{suffix}"] / (first[f"sg_hat_sq{suffix}"] * first[f"sg_true_sq{suffix}"]) ** 0.5
+        assert cos == pytest.approx(sign, abs=1e-12), suffix
+    assert first["sg_hat_sq"] == pytest.approx(first["sg_true_sq"], rel=1e-12)
+    assert (first["sg_loss"] / first["sg_true_sq"]) ** 0.5 == pytest.approx(1 - sign, abs=1e-12)
+    assert "sg_injected_sq" not in first  # the first window follows no injection
+    # the second window's true gradient is what the first window's injection (0.5 x W / 10) stood in for
+    assert second["sg_injected_sq"] == pytest.approx(0.25 * second["sg_future_sq"], rel=1e-12)
+
+
+def test_one_warning_when_the_injection_swamps_the_true_gradient(caplog):
+    from altsg_fairseq.dni.interface import SWAMP_RATIO, SWAMP_WINDOWS
+
+    s, W = torch.randn(2, 3, dtype=torch.float64, requires_grad=True), torch.randn(2, 3, dtype=torch.float64)
+    interface = BackwardInterface(Synthesizer("gru", hidden=3).double(), scale=1e6)
+    interface.synthesizer = Oracle(interface.synthesizer, W / 4)
+    interface.synthetic = True
+    with caplog.at_level("WARNING"):
+        for _ in range(SWAMP_WINDOWS + 5):
+            start, probe = interface.wrap_start(s, tokens=4)
+            end = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+            ((start * W).sum() + probe + interface.inject(end, 4)).backward()
+            interface.pop_stats()
+    warnings = [r.message for r in caplog.records if "swamp" in r.message]
+    assert len(warnings) == 1 and f"over {SWAMP_RATIO:g}x" in warnings[0] and "--sg-scale 1e+06" in warnings[0]
