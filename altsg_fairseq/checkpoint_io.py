@@ -158,3 +158,13 @@ def read_extra_state(path: str, flag: str) -> dict:
     except Exception as e:  # a truncated or foreign file
         raise UsageError(f"{flag} {path}: cannot read it as a checkpoint ({type(e).__name__}: {e})") from None
     return state.get("model", {}).get("_extra_state") or {}
+
+
+def copy_dictionary(dict_path: str, save_dir: str) -> None:
+    """Put the training dictionary beside the checkpoints (as <save-dir>/dict.txt), so that the
+    save dir alone serves the hub interface and scripts/score_text.py; atomically, once."""
+    target = os.path.join(save_dir, "dict.txt")
+    if not os.path.isfile(dict_path) or (os.path.isfile(target) and open(target, "rb").read() == open(dict_path, "rb").read()):
+        return
+    os.makedirs(save_dir, exist_ok=True)
+    atomic_copy(dict_path, target, overwrite=True)

@@ -1,13 +1,17 @@
-"""One training step of the paper's configuration, with and without the synthesizer.
+"""One training step with and without the synthesizer, measured side by side.
 
-    python benchmarks/bench_step.py [--arch qrnn_lm_ptb] [--vocab 10000] [--steps 3]
+    python benchmarks/bench_step.py [--config paper|small] [--steps 4]
 
-Builds the seed's model (qrnn_lm_ptb: 4 x 1550, emsize 400; batch 20, bptt
-200) and the QRNN 50 x 1 synthesizer through fairseq's registries, and times
-forward + backward + both optimiser steps on random tokens: without the
-synthesizer, with it in a real phase (it is trained at s_0) and in a
-synthetic phase (it also injects at s_T). Prints the median step times and
-the ratios, measured side by side in one run.
+``paper``: the seed's model (qrnn_lm_ptb: 4 x 1550, emsize 400, 10,000
+words; batch 20, bptt 200) and the QRNN 50 x 1 synthesizer over its 121,000
+carried state numbers. ``small``: the seed's small configuration (qrnn_lm
+2 x 200, emsize 200, bptt 35) with a GRU 50 x 1 synthesizer. Both built
+through fairseq's registries; a step is forward + backward + clipping + both
+optimiser steps on random tokens (adam_l2, as the recipes), through the
+task's train_step and optimizer_step. Three variants take turns, step by
+step (so that a drifting machine favours none): without the synthesizer,
+with it in a real phase (trained at s_0), in a synthetic phase (also
+injecting at s_T). Prints the median step times and the ratios.
 """
 
 import argparse
@@ -20,68 +24,78 @@ import time
 import torch
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+CONFIGS = {
+    "paper": {"flags": ["--arch", "qrnn_lm_ptb"], "sg": ["--sg-type", "qrnn"], "bptt": 200},
+    "small": {"flags": ["--arch", "qrnn_lm", "--embed-dim", "200", "--hidden-dim", "200", "--num-layers", "2"],
+              "sg": ["--sg-type", "gru"], "bptt": 35},
+}
+VOCAB, ROWS = 10_000, 20
 
 
-def build(data_dir, arch, use_sg):
+def build(data_dir, config, use_sg):
     from fairseq import options, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.optim import build_optimizer
 
-    parser = options.get_training_parser()
-    args = options.parse_args_and_arch(parser, [
-        data_dir, "--user-dir", os.path.join(REPO, "altsg_fairseq"), "--task", "alternating_lm", "--arch", arch,
-        "--criterion", "synthetic_gradient_lm", "--optimizer", "adam", "--lr", "1e-3", "--weight-decay", "1.2e-6",
-        "--bptt", "200", "--batch-size", "20", "--cpu", *(["--use-sg"] if use_sg else []),
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        data_dir, "--user-dir", os.path.join(REPO, "altsg_fairseq"), "--task", "alternating_lm",
+        "--criterion", "synthetic_gradient_lm", "--optimizer", "adam_l2", "--lr", "1e-3", "--weight-decay", "1.2e-6",
+        "--bptt", str(config["bptt"]), "--batch-size", str(ROWS), "--cpu", *config["flags"],
+        *(["--use-sg", *config["sg"]] if use_sg else []),
     ])
     cfg = convert_namespace_to_omegaconf(args)
     task = tasks.setup_task(cfg.task)
     model = task.build_model(cfg.model).train()
     criterion = task.build_criterion(cfg.criterion)
-    optimizer = build_optimizer(cfg.optimizer, list(model.parameters()))
-    return task, model, criterion, optimizer
+    return task, model, criterion, build_optimizer(cfg.optimizer, list(model.parameters()))
 
 
-def time_steps(task, model, criterion, optimizer, synthetic, steps, vocab):
+def one_step(built, synthetic, bptt, i):
+    """Seconds of one training step of ``built`` (task, model, criterion, optimizer)."""
+    task, model, criterion, optimizer = built
     if task.dni is not None:
         task.dni.synthetic = synthetic
-    times = []
-    for i in range(steps + 1):
-        tokens = torch.randint(4, vocab, (20, 201))
-        sample = {"net_input": {"src_tokens": tokens[:, :-1], "src_lengths": None, "stream": "train", "reset": i == 0},
-                  "target": tokens[:, 1:], "ntokens": 20 * 200, "nsentences": 20, "lr_scale": 1.0}
-        start = time.perf_counter()
-        task.train_step(sample, model, criterion, optimizer, i)
-        optimizer.clip_grad_norm(0.25)
-        task.optimizer_step(optimizer, model, i)
-        optimizer.zero_grad()
-        if i:  # the first step warms up (allocations, compilation)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    tokens = torch.randint(4, VOCAB, (ROWS, bptt + 1))
+    sample = {"net_input": {"src_tokens": tokens[:, :-1], "src_lengths": None, "stream": "train", "reset": i == 0},
+              "target": tokens[:, 1:], "ntokens": ROWS * bptt, "nsentences": ROWS, "lr_scale": 1.0}
+    start = time.perf_counter()
+    task.train_step(sample, model, criterion, optimizer, i)
+    optimizer.clip_grad_norm(0.25)
+    task.optimizer_step(optimizer, model, i)
+    optimizer.zero_grad()
+    return time.perf_counter() - start
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--arch", default="qrnn_lm_ptb")
-    parser.add_argument("--vocab", type=int, default=10_000)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--config", choices=list(CONFIGS), default="paper")
+    parser.add_argument("--steps", type=int, default=4, help="timed steps of each variant (after one warm-up step)")
     args = parser.parse_args()
+    config = CONFIGS[args.config]
     sys.path.insert(0, REPO)
     with tempfile.TemporaryDirectory() as data_dir:
         with open(os.path.join(data_dir, "dict.txt"), "w") as f:
-            f.writelines(f"w{i} 1\n" for i in range(args.vocab - 4))
-        print(f"{args.arch}, vocabulary {args.vocab}, batch 20 x bptt 200, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads")
+            f.writelines(f"w{i} 1\n" for i in range(VOCAB - 4))
+        print(f"{args.config} configuration ({' '.join(config['flags'])}, {' '.join(config['sg'])}), "
+              f"batch {ROWS} x bptt {config['bptt']}, torch {torch.__version__}, {torch.get_num_threads()} threads")
         torch.manual_seed(0)
-        plain = time_steps(*build(data_dir, args.arch, False), False, args.steps, args.vocab)
+        without = build(data_dir, config, False)
         torch.manual_seed(0)
-        built = build(data_dir, args.arch, True)
-        real = time_steps(*built, False, args.steps, args.vocab)
-        synthetic = time_steps(*built, True, args.steps, args.vocab)
-    n = sum(p.numel() for p in built[1].parameters())
-    print(f"model parameters: {n:,}; synthesizer parameters: {sum(p.numel() for p in built[0].dni.synthesizer.parameters()):,}")
-    print(f"step without synthesizer:          {plain:7.3f} s")
-    print(f"step with synthesizer, real phase: {real:7.3f} s  ({real / plain:.3f}x)")
-    print(f"step with synthesizer, synthetic:  {synthetic:7.3f} s  ({synthetic / plain:.3f}x)")
+        with_sg = build(data_dir, config, True)
+        variants = {"without": (without, False), "real phase": (with_sg, False), "synthetic phase": (with_sg, True)}
+        times = {name: [] for name in variants}
+        for i in range(args.steps + 1):
+            for name, (built, synthetic) in variants.items():
+                seconds = one_step(built, synthetic, config["bptt"], i)
+                if i:  # the first step warms up (allocations, compilation)
+                    times[name].append(seconds)
+    task, model = with_sg[0], with_sg[1]
+    print(f"model parameters: {sum(p.numel() for p in model.parameters()):,}; synthesizer parameters: "
+          f"{sum(p.numel() for p in task.dni.synthesizer.parameters()):,}")
+    base = statistics.median(times["without"])
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"step {name:16} {median:7.3f} s  ({median / base:.3f}x)   [{', '.join(f'{v:.3f}' for v in values)}]")
 
 
 if __name__ == "__main__":

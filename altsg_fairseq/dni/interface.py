@@ -101,7 +101,7 @@ class BackwardInterface:
         if lr < 0:
             raise ValueError(f"the synthesizer's learning rate must be >= 0, got {lr}")
         self.synthesizer = synthesizer.train()
-        self.optimizer = torch.optim.Adam(synthesizer.parameters(), lr=lr)
+        self.optimizer = torch.optim.Adam(synthesizer.parameters(), lr=lr, fused=True)  # one pass per tensor
         self.scale, self.target, self.frozen = scale, target, frozen
         self.rows = rows or LocalRows()
         self.layer_sizes = list(layer_sizes) if layer_sizes else None

@@ -16,7 +16,7 @@ The core's recurrent state persists across calls (detached each time) until
 ``reset_state()``.
 """
 
-from typing import List
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -104,31 +104,93 @@ class Synthesizer(nn.Module):
         values = carried.reshape(-1, 1)
         if self.training and self.noise_std > 0:
             values = values * torch.empty_like(values).normal_(1.0, self.noise_std)
-        h = self.encoder(values)  # (N, hidden)
-        if self.core_type == "qrnn":
-            h = self._run_qrnn(h.unsqueeze(1)).squeeze(1)
-        else:
-            h = self._run_rnn(h.unsqueeze(1)).squeeze(1)
+        h = self._run_qrnn(values) if self.core_type == "qrnn" else self._run_rnn(values)
         return self.decoder(h).view_as(carried)
 
-    def _run_qrnn(self, x: Tensor) -> Tensor:
-        """x: (N, 1, hidden), one sequence of N elements."""
+    def _run_qrnn(self, values: Tensor) -> Tensor:
+        """values: (N, 1), one sequence of N elements. Returns (N, hidden)."""
         state = self.state or [None] * len(self.core)
         new_state = []
+        x = None
         for n, layer in enumerate(self.core):
-            x, s = layer(x, state[n])
+            if n == 0:
+                x, s = self._first_qrnn_layer(layer, values, state[0])
+            else:
+                x, s = layer(x, state[n])
             new_state.append(s.detach())
             if n < len(self.core) - 1:
                 x = F.dropout(x, self.dropout, self.training)
         self.state = new_state
-        return x
+        return x.squeeze(1)
 
-    def _run_rnn(self, x: Tensor) -> Tensor:
-        """x: (N, 1, hidden), N batch items of one step each."""
-        state = self.state if self._state_fits(x.size(0)) else None
-        out, new_state = self.core(x, state)
-        self.state = tuple(s.detach() for s in new_state) if isinstance(new_state, tuple) else new_state.detach()
-        return out
+    def _first_qrnn_layer(self, layer: QRNNLayer, values: Tensor, state: Optional[QRNNState]):
+        """The first QRNN layer applied to x_t = encoder(v_t), without forming x.
+
+        Its gates' pre-activations W [x_t; x_{t-1}] + b are affine in (v_t, v_{t-1}),
+        as the encoder maps one number: W1 (v_t w + e) + W2 (v_{t-1} w + e) + b
+        = v_t (W1 w) + v_{t-1} (W2 w) + (W1 e + b) + W2 e, where x_{-1} is the last
+        call's last input (zeros at first). So they are one product of the (N, 5)
+        columns [v_t, v_{t-1}, 1, t > 0, t == 0] with five rows of 3 x hidden
+        numbers (one product per gate): the same values as layer(x, state), and
+        (N, 5) x (5, 3 hidden) work instead of (N, 2 hidden) x (2 hidden, 3 hidden).
+        values: (N, 1). Returns (h (N, 1, hidden), QRNNState).
+        """
+        hidden = self.hidden
+        weight, bias = layer.linear.weight, layer.linear.bias  # no weight drop in the synthesizer's core
+        w, e = self.encoder.weight[:, 0], self.encoder.bias
+        w1, w2 = weight[:, :hidden], weight[:, hidden:]
+        previous = None if state is None or state.prev_x is None else state.prev_x.detach().reshape(-1)
+        rows = torch.stack([w1 @ w, w2 @ w, w1 @ e + bias, w2 @ e,
+                            torch.zeros_like(bias) if previous is None else w2 @ previous])  # (5, 3 hidden)
+        v = values[:, 0]
+        later = torch.ones_like(v)
+        later[0] = 0
+        columns = torch.stack([v, torch.cat([v.new_zeros(1), v[:-1]]), torch.ones_like(v), later, 1 - later], 1)
+        gates = columns @ rows.view(5, -1, hidden).transpose(0, 1)  # (3, N, hidden): each gate contiguous
+        h, cell = layer.pool(gates.unsqueeze(2).unbind(0), None if state is None else state.cell)
+        prev_x = (v[-1] * w + e).detach().unsqueeze(0)  # (1, hidden): the last x_t, as layer() keeps it
+        return h, QRNNState(cell, prev_x)
+
+    def _run_rnn(self, values: Tensor) -> Tensor:
+        """values: (N, 1), N batch items of one step each. Returns (N, hidden).
+
+        The core's equations (torch.nn.GRU's / LSTM's, with its parameters),
+        written out so that the first layer's input projection W_ih x + b_ih of
+        x = encoder(v) = v w + e is the rank-1 (W_ih w) v + (W_ih e + b_ih): an
+        (N, 2) x (2, gates) product instead of (N, hidden) x (hidden, gates).
+        """
+        n_items = values.size(0)
+        previous = self.state if self._state_fits(n_items) else None
+        lstm = self.core_type == "lstm"
+        hs, cs, x = [], [], None
+        for n in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh = (getattr(self.core, f"{k}_l{n}") for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            if n == 0:
+                w, e = self.encoder.weight[:, 0], self.encoder.bias
+                projection = torch.stack([w_ih @ w, w_ih @ e + b_ih])  # (2, gates)
+                gi = torch.cat([values, torch.ones_like(values)], 1) @ projection
+            else:
+                x = F.dropout(x, self.dropout, self.training)
+                gi = torch.addmm(b_ih, x, w_ih.t())
+            h_prev = None if previous is None else (previous[0] if lstm else previous)[n]
+            gh = b_hh.expand_as(gi) if h_prev is None else torch.addmm(b_hh, h_prev, w_hh.t())
+            if lstm:
+                i, f, g, o = (gi + gh).chunk(4, 1)
+                c = torch.sigmoid(i) * torch.tanh(g)
+                if previous is not None:
+                    c = c + torch.sigmoid(f) * previous[1][n]
+                x = torch.sigmoid(o) * torch.tanh(c)
+                cs.append(c)
+            else:
+                ir, iz, i_n = gi.chunk(3, 1)
+                hr, hz, hn = gh.chunk(3, 1)
+                z = torch.sigmoid(iz + hz)
+                candidate = torch.tanh(i_n + torch.sigmoid(ir + hr) * hn)
+                x = (1 - z) * candidate if h_prev is None else candidate + z * (h_prev - candidate)
+            hs.append(x)
+        h = torch.stack(hs).detach()
+        self.state = (h, torch.stack(cs).detach()) if lstm else h
+        return x
 
     def _state_fits(self, n: int) -> bool:
         if self.state is None:

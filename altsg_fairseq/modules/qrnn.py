@@ -1,6 +1,6 @@
 """A quasi-recurrent layer (Bradbury et al., 2017), as used by AWD-QRNN."""
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -84,7 +84,6 @@ class QRNNLayer(nn.Module):
         return QRNNState(flat, None if template is None else template.prev_x)
 
     def forward(self, x: Tensor, state: Optional[QRNNState] = None):
-        cell = None if state is None else state.cell
         if self.window == 2:
             prev = None if state is None else state.prev_x
             first = x[:1] * 0 if prev is None else prev.unsqueeze(0).detach()
@@ -92,6 +91,17 @@ class QRNNLayer(nn.Module):
         else:
             x_window = x
         gates = self.linear(x_window).chunk(3 if self.output_gate else 2, dim=2)
+        h, cell = self.pool(gates, None if state is None else state.cell)
+        prev_x = x[-1].detach() if self.window == 2 else None
+        return h, QRNNState(cell, prev_x)
+
+    def pool(self, gates: Sequence[Tensor], cell: Optional[Tensor] = None):
+        """fo-pooling of the gates' pre-activations.
+
+        gates: the pre-activations of Z, F (and O), each (T, B, H): the linear
+        map of the window's inputs; cell: (B, H) the previous cell state or
+        None (zeros). Returns (h (T, B, H), c_T (B, H), with graph).
+        """
         z = torch.tanh(gates[0])
         f = torch.sigmoid(gates[1])
         if self.zoneout > 0:
@@ -101,8 +111,7 @@ class QRNNLayer(nn.Module):
                 f = f * (1 - self.zoneout)
         c = forget_mult(f, z, cell)
         h = torch.sigmoid(gates[2]) * c if self.output_gate else c
-        prev_x = x[-1].detach() if self.window == 2 else None
-        return h, QRNNState(c[-1], prev_x)
+        return h, c[-1]
 
     def extra_repr(self) -> str:
         return (

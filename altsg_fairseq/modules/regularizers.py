@@ -13,10 +13,12 @@ def embedding_dropout(embed: nn.Embedding, tokens: Tensor, p: float, training: b
     word. tokens: any shape of ints. Returns tokens.shape + (embed_dim,).
     """
     weight = embed.weight
+    vectors = F.embedding(tokens, weight, embed.padding_idx)
     if training and p > 0:
         keep = weight.new_empty(weight.size(0), 1).bernoulli_(1 - p) / (1 - p)
-        weight = weight * keep
-    return F.embedding(tokens, weight, embed.padding_idx)
+        # the looked-up rows of (weight * keep), without scaling the whole (V, E) table
+        vectors = vectors * F.embedding(tokens, keep)
+    return vectors
 
 
 def locked_dropout(x: Tensor, p: float, training: bool) -> Tensor:

@@ -16,10 +16,36 @@ from fairseq.data import (
 MIN_TEMPERATURE = 1e-30  # logits / 1e-30 stay finite in float32 while any gap between them is decisive
 
 
+class PromptGeneration:
+    """The task's side of generation: prompts that start after an end of sentence,
+    every temperature > 0, the generator forced through each prompt."""
+
+    def build_dataset_for_inference(self, src_tokens, src_lengths, **kwargs):
+        return prompt_dataset(src_tokens, self.source_dictionary)
+
+    def build_generator(self, models, args, **kwargs):
+        generator = super().build_generator(models, args, **kwargs)
+        if getattr(args, "sampling", False):
+            generator.search = ForcedStepSampling(self.target_dictionary, getattr(args, "sampling_topk", -1),
+                                                  getattr(args, "sampling_topp", -1.0))
+        # fairseq divides the logits by the temperature; below MIN_TEMPERATURE they would overflow,
+        # and every such temperature already samples the most likely word (its limit)
+        generator.temperature = max(getattr(generator, "temperature", 1.0), MIN_TEMPERATURE)
+        return generator
+
+    def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
+        """Continue each prompt: the generator starts from </s> and is forced through the prompt."""
+        with torch.no_grad():
+            if prefix_tokens is None and sample["net_input"]["src_tokens"].size(1) > 1:
+                prefix_tokens = sample["net_input"]["src_tokens"][:, 1:]
+            return generator.generate(models, sample, prefix_tokens=prefix_tokens)
+
+
 def prompt_dataset(src_tokens, dictionary: Dictionary) -> NestedDictionaryDataset:
     """Prompts (each ending with </s>, as encode_line gives them) as sentences
     that start after an end of sentence, like the lines of the training text:
-    the source of each is </s> + prompt, its target the prompt + <pad>."""
+    the source of each is </s> + prompt, its target the prompt + </s> (what
+    the hub interface's score() scores: the line's words and its end)."""
     eos, pad = dictionary.eos(), dictionary.pad()
     prompts = [t[:-1] if len(t) and t[-1] == eos else t for t in src_tokens]
     sizes = torch.tensor([len(p) for p in prompts]).numpy()
@@ -32,7 +58,7 @@ def prompt_dataset(src_tokens, dictionary: Dictionary) -> NestedDictionaryDatase
                 "src_tokens": PadDataset(source, pad, left_pad=False),
                 "src_lengths": NumelDataset(source, reduce=False),
             },
-            "target": PadDataset(AppendTokenDataset(prompts, pad), pad, left_pad=False),
+            "target": PadDataset(AppendTokenDataset(prompts, eos), pad, left_pad=False),
         },
         sizes=[sizes + 1],
     )

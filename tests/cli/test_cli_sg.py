@@ -69,7 +69,7 @@ def test_resume_sg_takes_the_synthesizer_of_another_run(sg_run, sample_bin, tmp_
 
 
 def tensorboard_scalars(folder):
-    """{tag: [values]} of the event files in ``folder`` (TFRecord framing: length, crc, event, crc)."""
+    """{tag: [values in update order]} of the event files in ``folder`` (TFRecord framing: length, crc, event, crc)."""
     import struct
 
     from tensorboardX.proto import event_pb2
@@ -84,8 +84,9 @@ def tensorboard_scalars(folder):
             at += 12 + length + 4
             for value in event.summary.value:
                 if value.HasField("simple_value"):
-                    scalars.setdefault(value.tag, []).append(value.simple_value)
-    return scalars
+                    scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    # one file per run, listed in no set order: the update number orders them
+    return {tag: [v for _, v in sorted(pairs, key=lambda p: p[0])] for tag, pairs in scalars.items()}
 
 
 def test_tensorboard_holds_the_plugins_scalars(sg_run):

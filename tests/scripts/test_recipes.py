@@ -47,7 +47,7 @@ def seed_commands():
 
 def recipe_cfg(name, tmp_path):
     (tmp_path / "dict.txt").write_text("a 1\n")
-    train, _ = recipes.commands(name, str(tmp_path), str(tmp_path / "ck"))
+    train = recipes.commands(name, str(tmp_path), str(tmp_path / "ck"))[0]
     assert train[0] == "fairseq-train"
     args = options.parse_args_and_arch(options.get_training_parser(), train[1:])
     return convert_namespace_to_omegaconf(args)
@@ -84,4 +84,47 @@ def test_dry_run_prints_train_then_test_evaluation(capsys):
     assert train.startswith("fairseq-train data-bin/wt2 ") and "--use-sg" not in train
     assert "--gen-subset test --batch-size 1" in evaluate and "checkpoints/wt2-bptt/checkpoint_best.pt" in evaluate
     assert recipes.main(["list"]) == 0
-    assert capsys.readouterr().out.split() == recipes.RUNS and len(recipes.RUNS) == 12
+    assert capsys.readouterr().out.split() == recipes.RUNS and len(recipes.RUNS) == 14
+
+
+# awd-lstm-lm's README: its QRNN runs (main.py, then finetune.py with the same flags but seed and epochs)
+AWD_README = {
+    "ptb": "--model QRNN --batch_size 20 --clip 0.2 --wdrop 0.1 --nhid 1550 --nlayers 4 --emsize 400 "
+           "--dropouth 0.3 --seed 9001 --dropouti 0.4 --epochs 550",
+    "wt2": "--epochs 500 --data data/wikitext-2 --clip 0.25 --dropouti 0.4 --dropouth 0.2 --nhid 1550 --nlayers 4 "
+           "--seed 4002 --model QRNN --wdrop 0.1 --batch_size 40",
+}
+AWD_FINETUNE = {"ptb": (404, 300), "wt2": (4002, 500)}
+# awd-lstm-lm main.py's defaults for what the README leaves out
+AWD_DEFAULTS = {"lr": 30.0, "bptt": 70, "dropout": 0.4, "dropoute": 0.1, "wdecay": 1.2e-6, "nonmono": 5,
+                "alpha": 2.0, "beta": 1.0, "emsize": 400}
+
+
+@pytest.mark.parametrize("corpus", ["ptb", "wt2"])
+def test_awd_qrnn_recipes_are_the_awd_readme_commands(corpus, tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    for flag in ["--model", "--data"]:
+        parser.add_argument(flag)
+    for flag in ["--batch_size", "--nhid", "--nlayers", "--emsize", "--seed", "--epochs"]:
+        parser.add_argument(flag, type=int)
+    for flag in ["--clip", "--wdrop", "--dropouth", "--dropouti"]:
+        parser.add_argument(flag, type=float)
+    awd = vars(parser.parse_args(shlex.split(AWD_README[corpus])))
+    awd = {**AWD_DEFAULTS, **{k: v for k, v in awd.items() if v is not None}}
+    (tmp_path / "dict.txt").write_text("a 1\n")
+    train, finetune, evaluate = recipes.commands(f"{corpus}/awd-qrnn", str(tmp_path), str(tmp_path / "ck"))
+    for command, (seed, epochs) in [(train, (awd["seed"], awd["epochs"])), (finetune, AWD_FINETUNE[corpus])]:
+        cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(options.get_training_parser(), command[1:]))
+        m, o = cfg.model, cfg.optimization
+        assert (m.embed_dim, m.hidden_dim, m.num_layers) == (awd["emsize"], awd["nhid"], awd["nlayers"])
+        assert (m.dropout, m.dropout_hidden, m.dropout_input, m.dropout_embed, m.weight_drop) == (
+            awd["dropout"], awd["dropouth"], awd["dropouti"], awd["dropoute"], awd["wdrop"])
+        assert (cfg.criterion.alpha, cfg.criterion.beta) == (awd["alpha"], awd["beta"])
+        assert cfg.optimizer._name == "nt_asgd" and o.lr == [awd["lr"]] and o.clip_norm == awd["clip"]
+        assert (cfg.optimizer.weight_decay, cfg.optimizer.nonmono) == (awd["wdecay"], awd["nonmono"])
+        assert cfg.dataset.batch_size == awd["batch_size"] and cfg.dataset.batch_size_valid == 10
+        assert cfg.task.bptt == awd["bptt"] and (cfg.common.seed, o.max_epoch) == (seed, epochs)
+        assert not cfg.task.use_sg
+    assert cfg.optimizer.average_from_start and cfg.checkpoint.finetune_from_model == str(tmp_path / "ck" / "checkpoint_best.pt")
+    assert cfg.checkpoint.patience == 5 and cfg.checkpoint.save_dir == str(tmp_path / "ck") + "-finetune"
+    assert evaluate[:2] == ["fairseq-eval-lm", str(tmp_path)] and f"{tmp_path / 'ck'}-finetune/checkpoint_best.pt" in evaluate

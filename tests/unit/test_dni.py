@@ -147,6 +147,11 @@ def test_nothing_is_injected_in_real_phases_and_a_broken_prediction_never_is():
     assert stats["sg_skipped"] == 1 and stats["sg_on"] == 0 and interface.synthesizer.state is None
 
 
+def grad_or_zeros(p):
+    """A parameter's gradient; zeros where the window did not use it (a GRU's W_hh without a state yet)."""
+    return p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+
+
 def train_once(interface, s, W):
     start, probe = interface.wrap_start(s, tokens=4)
     ((start * W).sum() + probe).backward()
@@ -160,7 +165,7 @@ def test_step_sums_workers_averages_windows_and_takes_the_weight_decay():
     train_once(one, s, W)
     train_once(two, s, W)
     train_once(two, s, W)  # two accumulated windows of the same gradient
-    expected = {n: p.grad.clone() * 2 for n, p in one.synthesizer.named_parameters()}  # "the other worker's" too
+    expected = {n: grad_or_zeros(p) * 2 for n, p in one.synthesizer.named_parameters()}  # "the other worker's" too
 
     def all_reduce(flat):  # a second worker with the same gradient
         flat.mul_(2)
@@ -257,9 +262,10 @@ def test_workers_together_equal_one_worker_holding_all_rows(core):
             start, probe = interface.wrap_start(s[rows], tokens=24)
             end = start * 1.5
             ((end * W[rows]).sum() + probe + interface.inject(end, 24)).backward()
-        summed = [a.grad + b.grad for a, b in zip(workers[0].synthesizer.parameters(), workers[1].synthesizer.parameters())]
+        summed = [grad_or_zeros(a) + grad_or_zeros(b)
+                  for a, b in zip(workers[0].synthesizer.parameters(), workers[1].synthesizer.parameters())]
         for g, p in zip(summed, one.synthesizer.parameters()):
-            torch.testing.assert_close(g, p.grad, rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(g, grad_or_zeros(p), rtol=1e-10, atol=1e-12)
         for a, b in zip(one.synthesizer.recurrent_state(), workers[1].synthesizer.recurrent_state()):
             torch.testing.assert_close(a, b)  # every worker holds the one worker's recurrent state
         zero(one.synthesizer, *(w.synthesizer for w in workers))
@@ -323,3 +329,48 @@ def test_one_warning_when_the_injection_swamps_the_true_gradient(caplog):
             interface.pop_stats()
     warnings = [r.message for r in caplog.records if "swamp" in r.message]
     assert len(warnings) == 1 and f"over {SWAMP_RATIO:g}x" in warnings[0] and "--sg-scale 1e+06" in warnings[0]
+
+
+def reference_synthesizer(synthesizer, carried):
+    """The synthesizer as written plainly: encoder -> the core module (QRNN layers, or torch's GRU/LSTM) -> decoder."""
+    x = synthesizer.encoder(carried.reshape(-1, 1)).unsqueeze(1)  # (N, 1, hidden)
+    if synthesizer.core_type == "qrnn":
+        state = synthesizer.state or [None] * len(synthesizer.core)
+        new = []
+        for n, layer in enumerate(synthesizer.core):
+            x, s = layer(x, state[n])
+            new.append(s.detach())
+            if n < len(synthesizer.core) - 1:
+                x = torch.nn.functional.dropout(x, synthesizer.dropout, synthesizer.training)
+        synthesizer.state = new
+    else:
+        fits = synthesizer.state is not None and (synthesizer.state[0] if isinstance(synthesizer.state, tuple)
+                                                   else synthesizer.state).size(1) == x.size(0)
+        x, state = synthesizer.core(x, synthesizer.state if fits else None)
+        synthesizer.state = tuple(t.detach() for t in state) if isinstance(state, tuple) else state.detach()
+    return synthesizer.decoder(x.squeeze(1)).view_as(carried)
+
+
+@pytest.mark.parametrize("core", ["qrnn", "gru", "lstm"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_synthesizers_fast_first_layer_equals_the_plain_one(core, layers):
+    """Its first layer takes the rank-1 encoder output as two (QRNN window 2: five) columns;
+    outputs, carried state and gradients equal the plain modules', call after call."""
+    torch.manual_seed(0)
+    fast = Synthesizer(core, 6, layers=layers, dropout=0.0, noise_std=0.0).double().train()
+    plain = copy.deepcopy(fast)
+    x = torch.randn(3, 5, dtype=torch.float64)
+    for call in range(3):
+        torch.manual_seed(call)  # the QRNN core's zoneout masks, drawn alike
+        a = fast(x * (call + 1))
+        torch.manual_seed(call)
+        b = reference_synthesizer(plain, x * (call + 1))
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    for s, t in zip(fast.recurrent_state(), plain.recurrent_state()):
+        torch.testing.assert_close(s, t, rtol=1e-12, atol=1e-14)
+    torch.manual_seed(9)
+    fast_grads = torch.autograd.grad(fast(x).sum(), list(fast.parameters()))
+    torch.manual_seed(9)
+    plain_grads = torch.autograd.grad(reference_synthesizer(plain, x).sum(), list(plain.parameters()))
+    for g, h in zip(fast_grads, plain_grads):
+        torch.testing.assert_close(g, h, rtol=1e-10, atol=1e-13)
