@@ -67,6 +67,7 @@ def test_cutoffs_are_checked(big_vocab):
         build(big_vocab, "--adaptive-softmax-cutoff", "many")
 
 
+@pytest.mark.slow  # 15-25 s
 def test_train_and_eval_lm_with_80k_types(big_vocab, tmp_path):
     save = tmp_path / "ckpt"
     proc = run_cli("fairseq-train", big_vocab, *TRAIN_FLAGS, "--batch-size", "8", "--batch-size-valid", "10",

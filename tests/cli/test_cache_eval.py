@@ -27,6 +27,7 @@ def repeated(sample_bin, tmp_path_factory):
     return data
 
 
+@pytest.mark.slow  # 15-25 s
 def test_the_cache_lowers_perplexity_on_repeated_text(trained, repeated):
     checkpoint = trained[0] / "checkpoint_last.pt"
     plain, _ = perplexity(repeated, checkpoint)

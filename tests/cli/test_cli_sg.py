@@ -52,6 +52,7 @@ def test_eval_lm_ignores_the_synthesizer(sg_run, sample_bin):
     assert "Perplexity" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # 15-25 s
 def test_resume_sg_takes_the_synthesizer_of_another_run(sg_run, sample_bin, tmp_path):
     save, _, _ = sg_run
     common = [sample_bin, *TRAIN_FLAGS, *SMALL, "--batch-size", "10", "--bptt", "35", "--max-update", "3",
