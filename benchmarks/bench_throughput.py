@@ -13,7 +13,8 @@ favours neither side):
 
 - fairseq-train alone, and benchmarks/plain_lm.py (the same model and update
   in plain PyTorch) alone: words/s of each, "quiet";
-- the two side by side, one per core: words/s of each, "two jobs";
+- the two side by side, one per core (the plain loop runs for as long as
+  fairseq-train does, then stops): words/s of each, "two jobs";
 - one worker (batch 20) and two gloo workers (batch 10 each, the same global
   rows), one thread each: words/s of the job.
 
@@ -67,9 +68,28 @@ def fairseq_train(data: str, updates: int, batch: int = 20, workers: int = 1, po
             for rank in range(workers)]
 
 
-def plain_loop(text: str, updates: int, profile: bool = False) -> list:
+def plain_loop(text: str, updates: int, profile: bool = False, log_interval: int = 0) -> list:
     return [[sys.executable, os.path.join(REPO, "benchmarks", "plain_lm.py"), text, "--updates", str(updates),
-             "--warmup", "25", *(["--profile"] if profile else [])]]
+             "--warmup", "25", "--log-interval", str(log_interval), *(["--profile"] if profile else [])]]
+
+
+def run_beside(main, companion):
+    """Run ``main`` with ``companion`` (a plain loop that logs every interval) beside it
+    for as long as main runs, then stop the companion: both outputs, every logged
+    interval of each measured while the other ran."""
+    logs = [tempfile.TemporaryFile("w+") for _ in range(2)]
+    procs = [subprocess.Popen(c, stdout=log, stderr=subprocess.STDOUT, text=True, env=env(), cwd=REPO)
+             for c, log in zip([main, companion], logs)]
+    code = procs[0].wait()
+    procs[1].terminate()
+    procs[1].wait()
+    outs = []
+    for log in logs:
+        log.seek(0)
+        outs.append(log.read())
+    if code != 0:
+        sys.exit(f"bench_throughput.py: error: fairseq-train failed:\n{outs[0][-3000:]}")
+    return outs
 
 
 def run_together(commands):
@@ -88,10 +108,15 @@ def run_together(commands):
 
 
 def words_per_second(output: str) -> dict:
-    """fairseq's median logged wps after the first record, or plain_lm.py's JSON line."""
+    """fairseq's median logged wps after the first record, plain_lm.py's median interval
+    (when it logged intervals), or plain_lm.py's JSON line."""
     records = [json.loads(line[line.index("{"):]) for line in output.splitlines() if "| train_inner |" in line]
     if records:
         return {"words_per_second": statistics.median(float(r["wps"]) for r in records[1:])}
+    intervals = [json.loads(line)["interval_words_per_second"] for line in output.splitlines()
+                 if line.startswith('{"interval_words_per_second"')]
+    if intervals:
+        return {"words_per_second": statistics.median(intervals)}
     return json.loads(output.strip().splitlines()[-1])
 
 
@@ -111,8 +136,10 @@ def main():
             for name in order:  # quiet: one job alone
                 command = fairseq_train(data, args.updates) if name == "fairseq" else plain_loop(args.text, args.updates)
                 row[f"{name} quiet"] = words_per_second(run_together(command)[0])["words_per_second"]
-            pair = fairseq_train(data, args.updates) + plain_loop(args.text, args.updates)
-            fairseq_out, plain_out = run_together(pair)
+            # the plain loop runs beside fairseq-train from its start to its end (more updates than it
+            # needs, stopped when fairseq-train ends), so that neither side runs alone for part of the time
+            fairseq_out, plain_out = run_beside(fairseq_train(data, args.updates)[0],
+                                                plain_loop(args.text, 100 * args.updates, log_interval=25)[0])
             row["fairseq two jobs"] = words_per_second(fairseq_out)["words_per_second"]
             row["plain two jobs"] = words_per_second(plain_out)["words_per_second"]
             for workers in ([1, 2] if r % 2 == 0 else [2, 1]):

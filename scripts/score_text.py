@@ -66,6 +66,13 @@ def unknown_words(text: Path, dictionary: Path):
     return len(words), sum(1 for w in words if w not in known)
 
 
+def read_lines(text: Path):
+    """TEXT's lines as fairseq-preprocess reads them (Python's universal newlines: \\n, \\r\\n, \\r;
+    not str.splitlines(), which also splits at \\f, \\v, \\x1c-\\x1e, \\x85, \\u2028, \\u2029)."""
+    with open(text, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
 def tool(name, *args):
     env = dict(os.environ, PYTHONWARNINGS="ignore", PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     proc = subprocess.run([str(BIN / name), *map(str, args)], capture_output=True, text=True, env=env)
@@ -77,10 +84,14 @@ def tool(name, *args):
 
 def score_stream(text: Path, checkpoint: Path, folder: Path, args) -> None:
     with tempfile.TemporaryDirectory() as work:
-        tool("fairseq-preprocess", "--only-source", "--srcdict", folder / "dict.txt", "--testpref", text,
-             "--destdir", work, "--workers", "1")
-        log = tool("fairseq-eval-lm", work, "--user-dir", REPO / "altsg_fairseq", "--task", "alternating_lm",
-                   "--path", checkpoint, "--gen-subset", "test", "--batch-size", "1", "--bptt", args.bptt,
+        # fairseq splits --testpref at commas and --path at colons: both go in under plain names
+        os.symlink(text.resolve(), os.path.join(work, "text"))
+        os.symlink(checkpoint.resolve(), os.path.join(work, "model.pt"))
+        tool("fairseq-preprocess", "--only-source", "--srcdict", folder / "dict.txt", "--testpref",
+             os.path.join(work, "text"), "--destdir", os.path.join(work, "bin"), "--workers", "1")
+        log = tool("fairseq-eval-lm", os.path.join(work, "bin"), "--user-dir", REPO / "altsg_fairseq", "--task",
+                   "alternating_lm", "--path", os.path.join(work, "model.pt"), "--gen-subset", "test", "--batch-size",
+                   "1", "--bptt", args.bptt,
                    *(["--cpu"] if args.cpu else []), *(["--output-word-probs"] if args.word_scores else []))
     if args.word_scores:
         print_word_scores(log, text)
@@ -100,8 +111,11 @@ def print_word_scores(log: str, text: Path) -> None:
         found = re.search(r"fairseq_cli\.eval_lm(?: \| |:)\d+ (\S+ \[.*)$", line)
         if found:
             scored += re.findall(r"(\S+) \[(-?[0-9.]+(?:e-?[0-9]+)?|-?inf)\]", found.group(1))
-    words = [w for line in text.read_text(encoding="utf-8").splitlines() for w in [*line.split(), "</s>"]]
-    for (shown, nats), word in zip(scored, words[1:]):  # the stream's first word is not scored
+    words = [w for line in read_lines(text) for w in [*line.split(), "</s>"]]
+    if len(scored) != len(words) - 1:  # the stream's first word is not scored
+        raise ScoreError(f"fairseq-eval-lm scored {len(scored):,} words of the {len(words) - 1:,} expected: "
+                         f"report this with the text")
+    for (shown, nats), word in zip(scored, words[1:]):
         name = word if shown == word else f"{word} ({shown})"
         print(f"{name}\t{float(nats) / math.log(2):.4f}")  # in bits, as fairseq's losses
 
@@ -113,11 +127,12 @@ def score_lines(text: Path, checkpoint: Path, folder: Path, args) -> None:
     sys.path.insert(0, str(REPO))
     from altsg_fairseq.models.qrnn_lm import QRNNLanguageModel
 
-    hub = QRNNLanguageModel.from_pretrained(str(checkpoint.parent), checkpoint.name, str(folder),
+    # absolute: from_pretrained reads a data path that starts with "." as relative to the checkpoint's folder
+    hub = QRNNLanguageModel.from_pretrained(str(checkpoint.parent.resolve()), checkpoint.name, str(folder.resolve()),
                                             user_dir=str(REPO / "altsg_fairseq"), cpu=args.cpu)
     hub.eval()
     total_bits = total_tokens = 0
-    for number, line in enumerate(text.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_lines(text), start=1):
         scores = hub.score(line)["positional_scores"]  # natural log, the line's words and its </s>
         bits = float(scores.sum()) / math.log(2)  # fairseq reports base 2
         total_bits += bits
@@ -141,6 +156,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         text = Path(args.text)
+        if args.per_line and args.word_scores:
+            raise ScoreError("--word-scores prints the words of the whole-file score: leave out --per-line")
         if not text.is_file():
             raise ScoreError(f"{text}: no such file")
         checkpoint, folder = locate(args.checkpoint, args.data)

@@ -66,6 +66,9 @@ def run_child(request, answer_fd, modules):
         traceback.print_exc()
         code = 1
     try:
+        import threading
+
+        threading._shutdown()  # the interpreter's exit: join the threads that are not daemons
         atexit._run_exitfuncs()  # tensorboard writers and the like close at exit
     finally:
         sys.stdout.flush()

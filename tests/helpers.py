@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
+from forked_cli import ENTRIES
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "sample_corpus"
 BIN = Path(sys.executable).parent
@@ -29,21 +31,13 @@ def run_cli(tool, *args, cwd=None, check=True, env=None, input=None):
     asks for a fresh interpreter."""
     full_env = dict(os.environ, PYTHONWARNINGS="ignore", **(env or {}))
     argv = [str(BIN / tool), *map(str, args)]
-    if _forkable(tool, full_env):
+    if tool in ENTRIES and _CliServer.get().can_run(full_env):
         proc = _CliServer.get().run(tool, argv, cwd or REPO, full_env, input)
     else:
         proc = subprocess.run(argv, cwd=cwd or REPO, env=full_env, capture_output=True, text=True, input=input)
     if check and proc.returncode != 0:
         raise AssertionError(f"{tool} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
-
-
-def _forkable(tool, env):
-    from forked_cli import ENTRIES, FORKABLE
-
-    server_env = dict(os.environ, PYTHONWARNINGS="ignore")
-    changed = {k for k in env.keys() | server_env.keys() if env.get(k) != server_env.get(k)}
-    return tool in ENTRIES and all(k.startswith(FORKABLE) for k in changed)
 
 
 class _CliServer:
@@ -61,15 +55,24 @@ class _CliServer:
         import atexit
         import tempfile
 
+        self.env = dict(os.environ, PYTHONWARNINGS="ignore")  # what torch and fairseq read when the server imported them
         read_fd, self.answer_fd = os.pipe()
         self.answers = os.fdopen(read_fd, encoding="utf-8")
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("forked_cli.py")), str(self.answer_fd)],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, pass_fds=[self.answer_fd],
-            cwd=REPO, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+            cwd=REPO, env=self.env)
         os.close(self.answer_fd)
         self.files = tempfile.mkdtemp(prefix="forked-cli-")
         atexit.register(self.proc.kill)
+
+    def can_run(self, env):
+        """Whether a fork gives a process with ``env``: it differs from the server's only in variables that
+        are read after the fork (forked_cli.FORKABLE)."""
+        from forked_cli import FORKABLE
+
+        changed = {k for k in env.keys() | self.env.keys() if env.get(k) != self.env.get(k)}
+        return all(k.startswith(FORKABLE) for k in changed)
 
     def run(self, tool, argv, cwd, env, input):
         paths = {name: os.path.join(self.files, name) for name in ("stdin", "stdout", "stderr")}

@@ -21,8 +21,11 @@ from typing import List, Optional
 import torch
 from fairseq.dataclass import FairseqDataclass
 from fairseq.optim import FairseqOptimizer, register_optimizer
+from fairseq.optim.fp16_optimizer import FP16Optimizer, MemoryEfficientFP16Optimizer
 from omegaconf import II
 from torch.optim import Optimizer
+
+from ..errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,7 @@ class NTASGD(Optimizer):
         super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
         # the switch and the history ride in the first parameter group, so that state_dict() keeps them
         self.param_groups[0].update(nonmono=nonmono, averaging=average_from_start, history=[])
+        self._average_from_start = average_from_start
 
     @property
     def averaging(self) -> bool:
@@ -121,8 +125,18 @@ class NTASGD(Optimizer):
 
     def load_state_dict(self, state_dict) -> None:
         """As torch's; a checkpoint written while the averages were swapped in holds the
-        iterates in the state (and the averages as weights): they go back into the parameters."""
+        iterates in the state (and the averages as weights): they go back into the parameters.
+        This run's ``nonmono`` and ``average_from_start`` apply from here on (torch's loading
+        would take the checkpoint's), with a line when they change what the checkpoint did."""
+        nonmono = self.param_groups[0]["nonmono"]
         super().load_state_dict(state_dict)
+        group = self.param_groups[0]
+        if group["nonmono"] != nonmono:
+            logger.warning(f"--nonmono {nonmono} from here on (the checkpoint's run had {group['nonmono']})")
+            group["nonmono"] = nonmono
+        if self._average_from_start and not group["averaging"]:
+            logger.info("--average-from-start: averaged SGD from this update on (the checkpoint's run had not switched)")
+            group["averaging"] = True
         self.use_iterates()
 
 
@@ -132,10 +146,19 @@ def stored(value: float) -> float:
 
 
 def find(optimizer) -> Optional[NTASGD]:
-    """The NTASGD inside fairseq's optimizer wrappers, or None."""
+    """The NTASGD inside fairseq's optimizer wrappers, or None.
+
+    Raises UsageError for NTASGD under fairseq's half-precision wrappers: their
+    optimizer steps a float32 copy of the weights, so swapping the averages in
+    would not reach the model that validation and the checkpoints use."""
+    half = False
     for _ in range(4):
         if isinstance(optimizer, NTASGD) or optimizer is None:
+            if optimizer is not None and half:
+                raise UsageError("--optimizer nt_asgd does not work with --fp16 / --bf16 (their float32 copy of the "
+                                 "weights would keep the averages from the model): train in float32 or with --amp")
             return optimizer
+        half = half or isinstance(optimizer, (FP16Optimizer, MemoryEfficientFP16Optimizer))
         optimizer = getattr(optimizer, "fp32_optimizer", None) or getattr(optimizer, "_optimizer", None)
     return None
 

@@ -23,7 +23,8 @@ then finetuning with seed 404 for 300 epochs; WikiText-2: batch 40, clip
 0.25, dropouth 0.2, seed 4002, 500 epochs, finetuning alike. The
 finetuning continues checkpoint_best.pt with averaged SGD from its first
 update (--average-from-start) into <save-dir>-finetune and stops after 5
-validations without improvement (--patience 5, as finetune.py stops); the
+validations without improvement (fairseq's --patience 5; finetune.py stops at
+the first validation worse than the best of all but the last --nonmono); the
 test split is then scored with the finetuned checkpoint_best.pt.
 """
 

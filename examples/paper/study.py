@@ -42,6 +42,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -163,7 +164,7 @@ def run_one(args, config, seed, data_bin) -> None:
     evaluate = shlex.join(eval_command(args, data_bin, save))
     script = (f"{train} >> {shlex.quote(os.path.join(save, 'train.log'))} 2>&1 && "
               f"{evaluate} > {shlex.quote(os.path.join(save, 'eval.log'))} 2>&1")
-    return subprocess.Popen(["bash", "-c", script], env=env(), cwd=REPO)
+    return subprocess.Popen(["bash", "-c", script], env=env(), cwd=REPO, start_new_session=True)  # its own group
 
 
 def read_curves(path):
@@ -185,6 +186,14 @@ def mean_curves(args, config, seeds) -> str:
             writer.writerow([int(rows[0]["epoch"]), mean["valid_ppl"], mean["train_ppl"], int(rows[0]["synthetic"]),
                              int(rows[0]["restart"]), mean["sg_cos"], mean["sg_norm_ratio"]])
     return path
+
+
+def add_minutes(save, minutes):
+    """SAVE/minutes: the run's training and scoring time, summed over the study's invocations that ran it."""
+    path = os.path.join(save, "minutes")
+    before = float(open(path).read()) if os.path.isfile(path) else 0.0
+    with open(path, "w") as f:
+        f.write(f"{before + minutes:.1f}\n")
 
 
 def spread(values):
@@ -231,21 +240,28 @@ def main():
           f"corpus {args.corpus}: train {counts['train']:,}, valid {counts['valid']:,}, test {counts['test']:,} tokens, "
           f"dictionary {counts['dictionary']:,}", flush=True)
     start, waiting, running = time.time(), [r for r in runs if test_perplexity(os.path.join(args.out, r[0], f"seed{r[1]}")) is None], {}
-    while waiting or running:
-        while waiting and len(running) < args.jobs:
-            config, seed = waiting.pop(0)
-            running[(config, seed)] = (run_one(args, config, seed, data_bin), time.time())
-            print(f"[{time.time() - start:6.0f} s] started {config} seed {seed}", flush=True)
-        for key, (proc, began) in list(running.items()):
-            if proc.poll() is not None:
-                del running[key]
-                save = os.path.join(args.out, key[0], f"seed{key[1]}")
-                if proc.returncode != 0 or test_perplexity(save) is None:
-                    sys.exit(f"study.py: error: run {key[0]} seed {key[1]} failed; its logs: {save}/train.log, eval.log")
-                with open(os.path.join(save, "minutes"), "w") as f:
-                    f.write(f"{(time.time() - began) / 60:.1f}\n")
-                print(f"[{time.time() - start:6.0f} s] {key[0]} seed {key[1]}: test ppl {test_perplexity(save):.2f}", flush=True)
-        time.sleep(5)
+    try:
+        while waiting or running:
+            while waiting and len(running) < args.jobs:
+                config, seed = waiting.pop(0)
+                running[(config, seed)] = (run_one(args, config, seed, data_bin), time.time())
+                print(f"[{time.time() - start:6.0f} s] started {config} seed {seed}", flush=True)
+            for key, (proc, began) in list(running.items()):
+                if proc.poll() is not None:
+                    del running[key]
+                    save = os.path.join(args.out, key[0], f"seed{key[1]}")
+                    if proc.returncode != 0 or test_perplexity(save) is None:
+                        sys.exit(f"study.py: error: run {key[0]} seed {key[1]} failed; its logs: {save}/train.log, "
+                                 f"eval.log")
+                    add_minutes(save, (time.time() - began) / 60)
+                    print(f"[{time.time() - start:6.0f} s] {key[0]} seed {key[1]}: test ppl "
+                          f"{test_perplexity(save):.2f}", flush=True)
+            time.sleep(5)
+    finally:  # a failed run or Ctrl-C: stop the others, so that a rerun resumes them from their checkpoints alone
+        for proc, _ in running.values():
+            os.killpg(proc.pid, signal.SIGTERM)  # bash and the fairseq tool it runs
+        for proc, _ in running.values():
+            proc.wait()
     table = ["| configuration | runs | best valid ppl | test ppl | minutes per run |", "|---|---|---|---|---|"]
     for config in args.configs:
         saves = [os.path.join(args.out, config, f"seed{s}") for s in args.seeds]
@@ -253,7 +269,7 @@ def main():
         tests = [test_perplexity(s) for s in saves]
         minutes = [float(open(os.path.join(s, "minutes")).read()) for s in saves if os.path.isfile(os.path.join(s, "minutes"))]
         table.append(f"| {config} | {len(saves)} | {spread(best)} | {spread(tests)} | "
-                     f"{statistics.fmean(minutes):.1f} |" if minutes else "| ... |")
+                     f"{f'{statistics.fmean(minutes):.1f}' if minutes else 'n/a'} |")
     subprocess.run([sys.executable, os.path.join(HERE, "plot_curves.py"),
                     *[mean_curves(args, c, args.seeds) for c in args.configs], "-o", os.path.join(args.out, "curves.png"),
                     "--labels", *[CONFIGS[c][2] for c in args.configs],

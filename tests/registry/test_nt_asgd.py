@@ -82,3 +82,36 @@ def test_registered_and_found_through_fairseq(tmp_path):
     assert find(torch.optim.SGD(model.parameters(), lr=1)) is None
     with pytest.raises(ValueError):
         NTASGD(model.parameters(), lr=-1)
+
+
+def test_half_precision_wrappers_are_refused(tmp_path):
+    from fairseq.optim.fp16_optimizer import FP16Optimizer
+
+    from altsg_fairseq.errors import UsageError
+
+    # --fp16-no-flatten-grads: fairseq's float32 copies kept per tensor (the flat copy needs CUDA; the
+    # memory-efficient wrappers refuse nt_asgd themselves)
+    for flags, wrapper in [(["--fp16", "--fp16-no-flatten-grads"], FP16Optimizer),
+                           (["--bf16", "--fp16-no-flatten-grads"], FP16Optimizer)]:
+        cfg, _, model, _ = build_from_flags(tmp_path, "--optimizer", "nt_asgd", "--lr", "30", "--embed-dim", "4",
+                                            "--hidden-dim", "4", num_types=12)
+        for flag in flags:  # set after building: the task refuses half precision on a CPU
+            cfg.common[flag[2:].replace("-", "_")] = True
+        params = [p for p in model.parameters()]
+        optimizer = wrapper.build_optimizer(cfg, params)
+        with pytest.raises(UsageError, match="nt_asgd does not work with --fp16 / --bf16"):
+            find(optimizer)
+
+
+def test_this_runs_flags_apply_after_loading_a_checkpoint():
+    model = tiny()
+    before = NTASGD(model.parameters(), lr=0.1, nonmono=5)
+    train(model, before, batches(3), [0.1] * 3)
+    before.observe(1.0)
+    resumed = NTASGD(model.parameters(), lr=0.1, nonmono=2, average_from_start=True)
+    resumed.load_state_dict(before.state_dict())
+    group = resumed.param_groups[0]
+    assert group["nonmono"] == 2 and group["averaging"] and group["history"] == [1.0]
+    same = NTASGD(model.parameters(), lr=0.1, nonmono=5)
+    same.load_state_dict(before.state_dict())
+    assert same.param_groups[0]["nonmono"] == 5 and not same.averaging

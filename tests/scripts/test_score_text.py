@@ -68,10 +68,16 @@ def test_per_line_scores_are_the_hubs_and_each_line_alone(trained, sample_bin, t
 
 
 def test_word_scores_and_mistakes(trained, sample_bin, tmp_path):
+    import shutil
+
     save, _ = trained
-    text = tmp_path / "t.txt"
-    text.write_text("the city of london\n")
-    out = score(text, save, "--word-scores", "--data", sample_bin).stdout.splitlines()
+    # a comma (fairseq's --testpref separator) and a colon (--path's) in the names; a form feed inside
+    # the line: a space to fairseq, a line break to str.splitlines()
+    (tmp_path / "run:1").mkdir()
+    shutil.copy(save / "checkpoint_last.pt", tmp_path / "run:1" / "checkpoint_best.pt")
+    text = tmp_path / "t,1.txt"
+    text.write_text("the city\x0cof london\n")
+    out = score(text, tmp_path / "run:1", "--word-scores", "--data", sample_bin).stdout.splitlines()
     words = [line.split("\t") for line in out if "\t" in line]
     assert [w for w, _ in words] == ["city", "of", "london (<unk>)", "</s>"]  # the first word has no history
     assert all(float(b) < 0 for _, b in words)
@@ -81,3 +87,5 @@ def test_word_scores_and_mistakes(trained, sample_bin, tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip() == f"score_text.py: error: {tmp_path / 'missing.txt'}: no such file"
     bad = score(text, tmp_path / "nowhere.pt", check=False)
     assert bad.returncode == 2 and "no such checkpoint" in bad.stderr
+    bad = score(text, save, "--per-line", "--word-scores", check=False)
+    assert bad.returncode == 2 and "leave out --per-line" in bad.stderr
