@@ -96,6 +96,19 @@ def main():
     for name, values in times.items():
         median = statistics.median(values)
         print(f"step {name:16} {median:7.3f} s  ({median / base:.3f}x)   [{', '.join(f'{v:.3f}' for v in values)}]")
+    # the diagnostics (sg_loss, sg_cos and the norms, overall and per layer: sums in float64) that
+    # every update's backward pass reports, timed alone at this state's shape
+    width = sum(task.dni.layer_sizes) if task.dni.layer_sizes else model.decoder.start_state("diagnostics", True, ROWS).size(1)
+    g_hat, g_true = torch.randn(ROWS, width), torch.randn(ROWS, width)
+    seconds = []
+    for _ in range(20):
+        start = time.perf_counter()
+        task.dni._record(g_hat, g_true)
+        task.dni.pop_stats()
+        seconds.append(time.perf_counter() - start)
+    cost = statistics.median(seconds)
+    print(f"diagnostics over {ROWS} x {width:,} state numbers: {cost * 1e3:.2f} ms per update "
+          f"({cost / statistics.median(times['real phase']):.2%} of the real-phase step)")
 
 
 if __name__ == "__main__":
