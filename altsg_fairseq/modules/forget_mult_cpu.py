@@ -9,9 +9,10 @@ The kernels run on the calling thread only. numba's parallel kernels would
 start its OpenMP threading layer, which shares the OpenMP runtime with
 PyTorch and resets its thread count to the number of cores (``OMP_NUM_THREADS``
 and ``torch.set_num_threads`` notwithstanding): one-job-per-core training ran
-3x slower. A parallel kernel saved about 2 ms per call at the seed's base
-shape (200 x 20 x 1550), well under 1% of a training step
-(benchmarks/bench_forget_mult.py).
+3x slower. At the seed's base shape (200 x 20 x 1550) the parallel kernel took
+11 ms for forward + backward with 2 threads, this one 17-27 ms: 4 layers of it
+are 1-2% of that configuration's 4.3 s training step (benchmarks/bench_forget_mult.py,
+BENCHMARKS.md).
 """
 
 import logging
