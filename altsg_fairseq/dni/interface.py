@@ -127,7 +127,14 @@ class BackwardInterface:
             self.synthesizer.reset_state()
             self._injected = None
         g_hat = self._predict(start)
-        self._window = {"sg_steps": 1, "sg_elements": start.numel(), "sg_skipped": 0, "sg_on": int(self.synthetic)}
+        # every window carries the same keys in the same order on every worker, zeros
+        # standing for what it did not measure: fairseq sums the logging outputs of all
+        # workers as one concatenated buffer (before its overflow check), so a worker
+        # whose backward overflowed must send as many numbers as one whose did not
+        keys = self._sum_keys(start.size(1))
+        zeros = torch.zeros(len(keys), dtype=torch.float64, device=start.device).unbind()  # one allocation
+        self._window = {"sg_steps": 1, "sg_elements": start.numel(), "sg_skipped": 0, "sg_on": int(self.synthetic),
+                        **dict(zip(keys, zeros))}
         self._window_injected, self._injected = self._injected, None  # paired in this window's backward
         doubled = self.target == "paper" and self.synthetic
         return TrainSynthesizer.apply(start, g_hat, tokens, doubled, self._record)
@@ -169,7 +176,11 @@ class BackwardInterface:
           the true gradient that injection stood in for (this window's start
           state is that window's end state).
 
-        Empty when no window ran."""
+        Every window has all of these keys, in this order, on every worker
+        (the per-layer ones whenever ``layer_sizes`` splits the state): a sum
+        not measured in this window (a skipped gradient, no injection before
+        it, no backward pass) is 0. The sums are float64 tensors on the state's
+        device, the counts Python ints. Empty when no window ran."""
         stats, self._window = self._window, {}
         return stats
 
@@ -222,23 +233,37 @@ class BackwardInterface:
         """S(start) for this worker's rows, the synthesizer run over all rows."""
         return self.rows.mine(self.synthesizer(self.rows.gather(start.detach().to(self._dtype))))
 
+    def _per_layer(self, width: int) -> bool:
+        """Whether a flat state of ``width`` numbers gets per-layer statistics."""
+        return bool(self.layer_sizes) and len(self.layer_sizes) > 1 and sum(self.layer_sizes) == width
+
+    def _sum_keys(self, width: int) -> list:
+        """The summed statistics of every window whose flat state has ``width``
+        numbers a row, in their fixed order (``pop_stats``)."""
+        suffixes = [""] + ([f"_l{n}" for n in range(len(self.layer_sizes))] if self._per_layer(width) else [])
+        return ["sg_loss", *(f"{name}{suffix}" for suffix in suffixes for name in ("sg_hat_sq", "sg_true_sq", "sg_dot")),
+                "sg_injected_sq", "sg_future_sq"]
+
     def _record(self, g_hat: Tensor, g_true: Optional[Tensor]) -> None:
         """Where the window's backward pass reports the prediction and the true
-        gradient at the start state; ``pop_stats`` hands the sums on."""
+        gradient at the start state (both (B, S); g_true None when it was not
+        finite: the window is counted as skipped and its sums stay 0);
+        ``pop_stats`` hands the sums on. Only values change here: the keys
+        were all set by ``wrap_start``."""
         if g_true is None:
             self._window["sg_skipped"] = 1
             return
         g_hat, g_true = g_hat.double(), g_true.double()
         sums = {"sg_loss": (g_hat - g_true).pow(2).sum()}
         parts = [(g_hat, g_true, "")]
-        if self.layer_sizes and len(self.layer_sizes) > 1 and sum(self.layer_sizes) == g_hat.size(1):
+        if self._per_layer(g_hat.size(1)):
             parts += [(h, t, f"_l{n}") for n, (h, t) in
                       enumerate(zip(g_hat.split(self.layer_sizes, 1), g_true.split(self.layer_sizes, 1)))]
         for h, t, suffix in parts:
             sums.update({f"sg_hat_sq{suffix}": h.pow(2).sum(), f"sg_true_sq{suffix}": t.pow(2).sum(),
                          f"sg_dot{suffix}": (h * t).sum()})
         if self._window_injected is not None:
-            sums.update(sg_injected_sq=self._window_injected, sg_future_sq=sums["sg_true_sq"])
+            sums.update(sg_injected_sq=self._window_injected.to(sums["sg_loss"]), sg_future_sq=sums["sg_true_sq"])
             self._watch_swamping(float(self._window_injected), float(sums["sg_true_sq"]))
         self._window.update(sums)
 

@@ -309,7 +309,7 @@ def test_statistics_of_a_perfect_and_an_opposite_prediction(sign):
         assert cos == pytest.approx(sign, abs=1e-12), suffix
     assert first["sg_hat_sq"] == pytest.approx(first["sg_true_sq"], rel=1e-12)
     assert (first["sg_loss"] / first["sg_true_sq"]) ** 0.5 == pytest.approx(1 - sign, abs=1e-12)
-    assert "sg_injected_sq" not in first  # the first window follows no injection
+    assert first["sg_injected_sq"] == first["sg_future_sq"] == 0  # the first window follows no injection
     # the second window's true gradient is what the first window's injection (0.5 x W / 10) stood in for
     assert second["sg_injected_sq"] == pytest.approx(0.25 * second["sg_future_sq"], rel=1e-12)
 
