@@ -1,30 +1,133 @@
 """CUDA forget-mult kernels, compiled at run time through CuPy (NVRTC).
 
-CuPy is imported only when a CUDA tensor asks for this backend. Kernels are
-compiled once per (device, dtype) and launched on PyTorch's current stream.
-float16 / bfloat16 inputs are computed in float32.
+CuPy is imported only when a CUDA tensor asks for this backend, once per
+process (``cupy_or_none``). Kernels are compiled once per (device, dtype),
+their function objects looked up once per (device, dtype, kernel), and
+launched on PyTorch's current stream. float16 / bfloat16 inputs are
+computed in float32.
+
+Which CuPy wheel: one per CUDA major, matching the CUDA that PyTorch was
+built with (``torch.version.cuda``): the extras ``altsg-fairseq[cuda12]``
+(cupy-cuda12x 13.x) and ``altsg-fairseq[cuda13]`` (cupy-cuda13x 14.x, which
+needs numpy >= 2); ``install_hint()`` names the one for this PyTorch.
 """
 
 import functools
+import logging
 import math
+import os
+import tempfile
 from pathlib import Path
+from typing import Optional
 
 import torch
 
+logger = logging.getLogger(__name__)
+
 SOURCE = (Path(__file__).parent / "kernels" / "forget_mult.cu").read_text()
 THREADS = 256
-INSTALL_HINT = "pip install 'altsg-fairseq[cuda]' (CuPy 13 for CUDA 12: cupy-cuda12x)"
+# CUDA major -> (the package's extra, the CuPy wheel it installs); setup.py's extras
+CUPY_FOR_CUDA = {"12": ("cuda12", "CuPy 13 for CUDA 12: cupy-cuda12x"),
+                 "13": ("cuda13", "CuPy 14 for CUDA 13: cupy-cuda13x, which needs numpy >= 2")}
+
+_cupy = None  # the imported module, once it imported
+_import_error: Optional[str] = None  # why it did not: "OSError: ..." (None: not tried, or no error)
+_tried = False
+
+
+def install_hint(cuda_version: Optional[str] = "torch") -> str:
+    """What to install for the CUDA kernels, as one clause.
+
+    cuda_version: the CUDA that PyTorch was built with, e.g. "12.8" or "13.0"
+    (default: ``torch.version.cuda``; None: a CPU build of PyTorch).
+    """
+    if cuda_version == "torch":
+        cuda_version = torch.version.cuda
+    if not cuda_version:
+        return ("this PyTorch has no CUDA (a CPU build): install a CUDA build of PyTorch, then "
+                "pip install 'altsg-fairseq[cuda12]' or '[cuda13]' for its CUDA major")
+    major = cuda_version.split(".")[0]
+    if major in CUPY_FOR_CUDA:
+        extra, wheel = CUPY_FOR_CUDA[major]
+        return f"pip install 'altsg-fairseq[{extra}]' ({wheel}; this PyTorch was built with CUDA {cuda_version})"
+    return (f"this PyTorch was built with CUDA {cuda_version}, for which the package has no extra: "
+            f"pip install the cupy-cuda{major}x wheel that matches it")
+
+
+def cupy_problem() -> str:
+    """Why CuPy cannot be used, as one clause ("CuPy is not installed", or the
+    error its import raised), for messages; call after ``cupy_or_none()``."""
+    if _import_error is None:
+        return "CuPy is not installed"
+    return f"CuPy failed to import ({_import_error})"
+
+
+def __getattr__(name):
+    # INSTALL_HINT is read when CuPy could not be used: it quotes the import error, if any
+    if name == "INSTALL_HINT":
+        hint = install_hint()
+        return f"{cupy_problem()}; {hint}" if _import_error else hint
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def default_cache_dir() -> str:
+    """Where CuPy keeps compiled kernels when CUPY_CACHE_DIR is not set."""
+    return os.path.join(os.path.expanduser("~"), ".cupy", "kernel_cache")
+
+
+def _can_create(path: str) -> bool:
+    """Whether ``path`` is a writable folder, or could be made one (its nearest existing
+    ancestor is a writable folder); nothing is created."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
+    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
+
+
+def _choose_cache_dir() -> None:
+    """Before CuPy is imported: when CUPY_CACHE_DIR is not set and CuPy's default
+    cache (``~/.cupy/kernel_cache``) cannot be written (an unwritable or missing
+    HOME), set CUPY_CACHE_DIR for this process to a new temporary folder, with
+    one warning that says so. A CUPY_CACHE_DIR the user set is never changed."""
+    if "CUPY_CACHE_DIR" in os.environ or _can_create(default_cache_dir()):
+        return
+    folder = tempfile.mkdtemp(prefix="altsg-cupy-cache-")
+    os.environ["CUPY_CACHE_DIR"] = folder
+    logger.warning(f"CuPy's kernel cache {default_cache_dir()} cannot be written: this process sets "
+                   f"CUPY_CACHE_DIR={folder} (compiled kernels are not kept after it); set CUPY_CACHE_DIR "
+                   f"to a writable folder to keep them")
 
 
 def cupy_or_none():
+    """The ``cupy`` module, or None when it cannot be used here (not installed, or
+    its import failed: any exception, e.g. OSError for a missing libnvrtc or an
+    unwritable kernel cache; ``cupy_problem()`` says which). Imported once per
+    process; the answer is remembered."""
+    global _cupy, _import_error, _tried
+    if _tried:
+        return _cupy
+    _tried = True
+    _choose_cache_dir()
     try:
         import cupy
-    except ImportError:
+    except ImportError as e:
+        if getattr(e, "name", None) != "cupy":  # installed, but something it needs is missing
+            _import_error = f"{type(e).__name__}: {e}"
         return None
+    except Exception as e:  # noqa: BLE001 - a broken CuPy must not stop the run: the caller falls back
+        _import_error = f"{type(e).__name__}: {e}"
+        if isinstance(e, OSError) and "CUPY_CACHE_DIR" in os.environ:
+            _import_error += f" (CUPY_CACHE_DIR={os.environ['CUPY_CACHE_DIR']}: is it a writable folder?)"
+        return None
+    _cupy = cupy
     return cupy
 
 
 def available() -> bool:
+    """Whether the CUDA kernels can run: a CUDA GPU and a CuPy that imports."""
     return torch.cuda.is_available() and cupy_or_none() is not None
 
 
@@ -38,9 +141,15 @@ def _module(device_index: int, scalar: str):
     return module
 
 
+@functools.lru_cache(maxsize=None)
+def _function(device_index: int, scalar: str, name: str):
+    """The kernel ``name`` of the module compiled for (device, scalar), looked up once."""
+    return _module(device_index, scalar).get_function(name)
+
+
 def _kernel(name: str, t: torch.Tensor):
     scalar = {torch.float32: "float", torch.float64: "double"}[t.dtype]
-    return _module(t.device.index, scalar).get_function(name)
+    return _function(t.device.index, scalar, name)
 
 
 def chunk_length(T: int, N: int):
@@ -56,7 +165,7 @@ def chunk_length(T: int, N: int):
 
 
 def _launch(name, count, t, *args):
-    import cupy
+    cupy = cupy_or_none()
 
     def arg(a):
         if isinstance(a, torch.Tensor):

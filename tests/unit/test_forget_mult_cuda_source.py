@@ -95,3 +95,17 @@ def test_chunk_length_choice():
     assert forget_mult_cuda.chunk_length(200, 20 * 1550) is None  # the base model: one thread per column
     L = forget_mult_cuda.chunk_length(101_000, 50)  # the synthesizer: chunked scan
     assert L and 300 <= L <= 330 and (101_000 + L - 1) // L * 50 >= 15_000
+
+
+def test_every_pointer_of_every_kernel_and_body_is_restrict():
+    """The kernels' arrays never overlap (every output and buffer is allocated afresh by
+    forget_mult_cuda), and the source says so to the compiler: __restrict__ on each pointer."""
+    import re
+
+    assert "#define RESTRICT __restrict__" in SOURCE
+    signatures = re.findall(r"(?:FM_FN|__global__)\s+\w+\s+(\w+)\s*\(([^)]*)\)", SOURCE)
+    assert len(signatures) >= 8 + 8  # the eight kernels and their per-thread bodies
+    for name, params in signatures:
+        for param in (p.strip() for p in params.split(",")):
+            if "*" in param:
+                assert re.search(r"\*\s*RESTRICT\s+\w+$", param), (name, param)
