@@ -7,9 +7,10 @@ Shapes: the base model's (T=200, B=20, H=1550) and the synthesizer's
 CPU rows: the seed's loop (the PyTorch-QRNN CPU fallback: one multiply over
 the whole f * x, then a Python loop adding (1 - f_t) * c_{t-1}), this
 package's reference loop, and the compiled CPU path; ratios are against the
-seed's loop, measured in the same run. On a GPU: kernel times of the
-one-thread-per-column design (the seed's) and of the chunked scan, and the
-memory bandwidth reached (bytes read and written / time).
+seed's loop, measured in the same run. On a GPU: kernel times (CUDA events) of
+the one-thread-per-column design (the original code's) and of the chunked
+scan, and the memory bandwidth reached (bytes read and written / time) as a
+share of this card's measured device-to-device copy bandwidth.
 """
 
 import argparse
@@ -20,11 +21,11 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # gpu_check: the GPU timing
 from altsg_fairseq.modules import forget_mult_reference  # noqa: E402
 from altsg_fairseq.modules.forget_mult import forget_mult  # noqa: E402
 
 SHAPES = {"base (T=200, B=20, H=1550)": (200, 20, 1550), "synthesizer (T=101000, B=1, H=50)": (101_000, 1, 50)}
-H200_BANDWIDTH = 4.8e12  # bytes/s, HBM3e
 
 
 def seed_loop(f, x, h0):
@@ -77,19 +78,13 @@ def cpu_rows(repeat, skip_seed):
 
 def gpu_rows(repeat):
     from altsg_fairseq.modules import forget_mult_cuda
+    from gpu_check import copy_bandwidth, gpu_ms
 
-    print(f"GPU: {torch.cuda.get_device_name()}")
+    copy = copy_bandwidth()
+    print(f"GPU: {torch.cuda.get_device_name()}, device-to-device copy {copy / 1e9:.0f} GB/s (measured)")
 
     def kernel_ms(fn):
-        fn()
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(repeat):
-            fn()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / repeat
+        return gpu_ms(fn, repeat)
 
     for name, (T, B, H) in SHAPES.items():
         N = B * H
@@ -106,7 +101,7 @@ def gpu_rows(repeat):
         seq = design(0)
         gbps = traffic_bytes(T, B, H) / ((seq[0] + seq[1]) / 1e3)
         print(f"    one thread per column  fwd {seq[0]:.3f} ms  bwd {seq[1]:.3f} ms  "
-              f"{gbps / 1e9:.0f} GB/s = {gbps / H200_BANDWIDTH:.0%} of the H200's 4.8 TB/s")
+              f"{gbps / 1e9:.0f} GB/s = {gbps / copy:.0%} of the measured copy bandwidth")
         L = forget_mult_cuda.chunk_length(T, N)
         if L:
             scan = design(L)

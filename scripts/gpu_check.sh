@@ -1,16 +1,27 @@
 #!/usr/bin/env bash
-# The GPU check, as one device run: the forget-mult tests (CUDA ones included)
-# and the GPU benchmark. Needs python3 with torch, CuPy, numba and pytest
-# (the device image has them; fairseq is not needed). Logs go to $OUT.
-#   bash scripts/gpu_check.sh
+# The device check, as one run on a GPU machine (torch, CuPy, pytest, numba; no fairseq):
+#   bash scripts/gpu_check.sh            (OUT=folder for the report and logs; default /tmp/gpu_check)
+# In order, stopping with one line and exit status 1 at the first failure:
+#   1. prerequisites: a CUDA GPU, a CuPy that imports, the kernels compile (benchmarks/gpu_check.py);
+#   2. the GPU tests (pytest -m cuda): they must all run, none may be skipped;
+#   3. the kernels at the real shapes, CUDA-event timed, beside the card's measured copy bandwidth;
+#   4. --use-sg training windows of the paper's model in fp32, amp and fp16.
+# $OUT/report.txt gets every line as it is written; pytest's output goes to $OUT/tests.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then
+  if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
+fi
 OUT=${OUT:-/tmp/gpu_check}
-mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
-python3 -c "import torch, cupy; print('torch', torch.__version__, '| cupy', cupy.__version__)" | tee -a "$OUT/gpu.txt"
-python3 -m pytest -q -p no:cacheprovider -rs tests/unit/test_forget_mult.py tests/unit/test_forget_mult_cuda_source.py 2>&1 | tee "$OUT/tests.log"
-status=${PIPESTATUS[0]}
-python3 benchmarks/bench_forget_mult.py --gpu-only 2>&1 | tee "$OUT/bench.log"
-exit "$status"
+mkdir -p "$OUT" || { echo "gpu_check: cannot create OUT=$OUT"; exit 1; }
+REPORT="$OUT/report.txt"
+: > "$REPORT"
+"$PY" -c "import torch" 2>/dev/null || { echo "gpu_check: no torch: $PY cannot import it" | tee -a "$REPORT"; exit 1; }
+"$PY" benchmarks/gpu_check.py prerequisites --report "$REPORT" || exit 1
+
+"$PY" benchmarks/gpu_check.py tests --report "$REPORT" --log "$OUT/tests.log" || exit 1
+"$PY" benchmarks/gpu_check.py kernels --report "$REPORT" || exit 1
+"$PY" benchmarks/gpu_check.py training --report "$REPORT" || exit 1
+echo "gpu_check: passed; report in $REPORT" | tee -a "$REPORT"
