@@ -1,20 +1,27 @@
-"""Forget-mult speed, forward + backward, every backend side by side.
+"""Forget-mult speed, forward + backward, the compiled path against the original loop.
 
-    python benchmarks/bench_forget_mult.py [--repeat N] [--skip-seed]
+    python benchmarks/bench_forget_mult.py [--runs 3] [--repeat 5] [--threads 2 1] [--gpu-only]
 
 Shapes: the base model's (T=200, B=20, H=1550) and the synthesizer's
 (T=101,000, B=1, H=50: the QRNN synthesizer's one long sequence).
-CPU rows: the seed's loop (the PyTorch-QRNN CPU fallback: one multiply over
-the whole f * x, then a Python loop adding (1 - f_t) * c_{t-1}), this
-package's reference loop, and the compiled CPU path; ratios are against the
-seed's loop, measured in the same run. On a GPU: kernel times (CUDA events) of
-the one-thread-per-column design (the original code's) and of the chunked
-scan, and the memory bandwidth reached (bytes read and written / time) as a
-share of this card's measured device-to-device copy bandwidth.
+
+CPU: the original loop (alternate_sg's QRNN on a CPU: a Python loop over time,
+``c = f_t * x_t + (1 - f_t) * c`` on ``unbind``-ed steps) against the compiled
+path (``forget_mult(..., backend="cpu")``, float32 and bfloat16 gates), each
+timed as forward + ``.sum().backward()``, the median of ``--repeat`` timings,
+with PyTorch at each of ``--threads`` threads for both; ``--runs`` times over,
+so that a ratio is seen more than once. The compiled path's rate is its
+forward + backward traffic (read f, x; write c; read f, x, c, grad; write the
+two gradients) over its time, next to this machine's streaming rate measured
+in the same run (a large tensor copy at the same thread count: read + write).
+On a GPU: kernel times (CUDA events) of the one-thread-per-column design (the
+original code's) and of the chunked scan, and the memory bandwidth reached as
+a share of this card's measured device-to-device copy bandwidth.
 """
 
 import argparse
 import os
+import statistics
 import sys
 import time
 
@@ -22,58 +29,81 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # gpu_check: the GPU timing
-from altsg_fairseq.modules import forget_mult_reference  # noqa: E402
 from altsg_fairseq.modules.forget_mult import forget_mult  # noqa: E402
 
 SHAPES = {"base (T=200, B=20, H=1550)": (200, 20, 1550), "synthesizer (T=101000, B=1, H=50)": (101_000, 1, 50)}
 
 
-def seed_loop(f, x, h0):
-    """The seed's CPU forget-mult, written out: (f * x) split per step, then the carry."""
-    keep = (1 - f).split(1, dim=0)
-    prev, out = h0, []
-    for t, h in enumerate((f * x).split(1, dim=0)):
-        if prev is not None:
-            h = h + keep[t] * prev
-        h = h.view(h.size()[1:])
-        out.append(h)
-        prev = h
-    return torch.stack(out)
+def original_loop(f, x, h0):
+    """alternate_sg's forget-mult on a CPU, written out: one step of autograd ops per time step."""
+    c, states = h0, []
+    for f_t, x_t in zip(f.unbind(0), x.unbind(0)):
+        c = f_t * x_t + (1 - f_t) * c
+        states.append(c)
+    return torch.stack(states)
 
 
-def time_cpu(fn, f, x, h0, grad, repeat):
-    best = float("inf")
+def compiled(f, x, h0):
+    return forget_mult(f, x, h0, backend="cpu")
+
+
+def median_seconds(fn, f, x, h0, repeat):
+    """The median of ``repeat`` timings of forward + .sum().backward() (fresh leaves each time)."""
+    times = []
     for _ in range(repeat):
         fi, xi, hi = (t.detach().requires_grad_() for t in (f, x, h0))
         start = time.perf_counter()
-        fn(fi, xi, hi).backward(grad)
-        best = min(best, time.perf_counter() - start)
-    return best
+        fn(fi, xi, hi).sum().backward()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
-def traffic_bytes(T, B, H, itemsize=4):
-    """Forward: read f, x, write c; backward: read f, x, c, grad_c, write grad_f, grad_x."""
-    return 9 * T * B * H * itemsize
+def streaming_rate(repeat=5, numel=64 << 20):
+    """Bytes per second of a large float32 copy (read + write), the median of ``repeat``."""
+    src, dst = torch.rand(numel), torch.empty(numel)
+    dst.copy_(src)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        dst.copy_(src)
+        times.append(time.perf_counter() - start)
+    return 2 * 4 * numel / statistics.median(times)
 
 
-def cpu_rows(repeat, skip_seed):
-    print(f"CPU: {torch.get_num_threads()} threads, torch {torch.__version__}")
-    for name, (T, B, H) in SHAPES.items():
-        f, x, h0 = torch.rand(T, B, H), torch.randn(T, B, H), torch.randn(B, H)
-        grad = torch.randn(T, B, H)
-        compiled = lambda *a: forget_mult(*a, backend="cpu")  # noqa: E731
-        time_cpu(compiled, f, x, h0, grad, 1)  # compile / load the cache
-        t_fast = time_cpu(compiled, f, x, h0, grad, max(repeat, 3))
-        t_ref = time_cpu(forget_mult_reference, f, x, h0, grad, 1 if T > 10_000 else repeat)
-        t_seed = None if skip_seed else time_cpu(seed_loop, f, x, h0, grad, 1 if T > 10_000 else repeat)
-        gbps = traffic_bytes(T, B, H) / t_fast / 1e9
-        print(f"  {name}")
-        if t_seed:
-            print(f"    seed loop       {t_seed * 1e3:10.1f} ms")
-        print(f"    reference loop  {t_ref * 1e3:10.1f} ms")
-        print(f"    compiled (cpu)  {t_fast * 1e3:10.2f} ms   {gbps:.1f} GB/s of forward+backward traffic")
-        if t_seed:
-            print(f"    speed-up of the compiled path over the seed loop: {t_seed / t_fast:.1f}x")
+def traffic_bytes(T, B, H, gate_bytes=4):
+    """Forward: read f, x, write c; backward: read f, x, c, grad_c, write grad_f, grad_x (c and grad_c float32)."""
+    return T * B * H * (6 * gate_bytes + 4 * 3)
+
+
+def cpu_rows(runs, repeat, thread_counts):
+    print(f"CPU: torch {torch.__version__}; each figure the median of {repeat} timings of forward + backward")
+    before = torch.get_num_threads()
+    ratios = {}
+    try:
+        for run in range(1, runs + 1):
+            for threads in thread_counts:
+                torch.set_num_threads(threads)
+                stream = streaming_rate()
+                print(f"run {run}, PyTorch at {threads} thread{'s' if threads > 1 else ''}: "
+                      f"streaming rate {stream / 1e9:.1f} GB/s (copy, read + write)")
+                for name, (T, B, H) in SHAPES.items():
+                    f, x, h0 = torch.rand(T, B, H), torch.randn(T, B, H), torch.randn(B, H)
+                    median_seconds(compiled, f, x, h0, 1)  # load the compiled kernels
+                    t_kernel = median_seconds(compiled, f, x, h0, repeat)
+                    t_bf16 = median_seconds(compiled, f.bfloat16(), x.bfloat16(), h0, repeat)
+                    t_loop = median_seconds(original_loop, f, x, h0, repeat)
+                    ratio = t_loop / t_kernel
+                    ratios.setdefault((name, threads), []).append(ratio)
+                    rate, rate16 = traffic_bytes(T, B, H) / t_kernel, traffic_bytes(T, B, H, 2) / t_bf16
+                    print(f"  {name}: original loop {t_loop * 1e3:9.1f} ms | compiled {t_kernel * 1e3:7.2f} ms "
+                          f"({rate / 1e9:.1f} GB/s = {rate / stream:.0%} of streaming) | bfloat16 gates "
+                          f"{t_bf16 * 1e3:7.2f} ms ({rate16 / 1e9:.1f} GB/s) | speed-up {ratio:.1f}x")
+    finally:
+        torch.set_num_threads(before)
+    print("speed-up of the compiled path over the original loop, every run:")
+    for (name, threads), values in ratios.items():
+        print(f"  {name}, {threads} thread{'s' if threads > 1 else ''}: "
+              f"{', '.join(f'{v:.1f}x' for v in values)} (lowest {min(values):.1f}x)")
 
 
 def gpu_rows(repeat):
@@ -111,12 +141,13 @@ def gpu_rows(repeat):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--skip-seed", action="store_true", help="skip the seed's loop (10 s at the synthesizer shape)")
+    parser.add_argument("--runs", type=int, default=3, help="times to measure every ratio")
+    parser.add_argument("--repeat", type=int, default=5, help="timings per figure (their median is reported)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1], help="PyTorch thread counts, both paths alike")
     parser.add_argument("--gpu-only", action="store_true")
     args = parser.parse_args()
     if not args.gpu_only:
-        cpu_rows(args.repeat, args.skip_seed)
+        cpu_rows(args.runs, args.repeat, args.threads)
     if torch.cuda.is_available():
         gpu_rows(args.repeat * 4)
     else:

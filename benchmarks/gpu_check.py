@@ -29,7 +29,6 @@ import argparse
 import math
 import os
 import re
-import statistics
 import sys
 import time
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Score a plain text file with a trained checkpoint: its perplexity, per line, or per word.
 
-    python scripts/score_text.py TEXT CHECKPOINT [--data DIR] [--per-line] [--word-scores] [--bptt 70] [--cpu]
+    python scripts/score_text.py TEXT CHECKPOINT [--data DIR] [--per-line] [--word-scores] [--bptt 70] [--cpu] [--amp]
 
 TEXT: one sentence per line, words separated by spaces, as the training text
 (fairseq adds an end of sentence to every line). CHECKPOINT: a .pt file that
@@ -92,7 +92,8 @@ def score_stream(text: Path, checkpoint: Path, folder: Path, args) -> None:
         log = tool("fairseq-eval-lm", os.path.join(work, "bin"), "--user-dir", REPO / "altsg_fairseq", "--task",
                    "alternating_lm", "--path", os.path.join(work, "model.pt"), "--gen-subset", "test", "--batch-size",
                    "1", "--bptt", args.bptt,
-                   *(["--cpu"] if args.cpu else []), *(["--output-word-probs"] if args.word_scores else []))
+                   *(["--cpu"] if args.cpu else []), *(["--amp"] if args.amp else []),
+                   *(["--output-word-probs"] if args.word_scores else []))
     if args.word_scores:
         print_word_scores(log, text)
     loss = float(re.search(r"Loss \(base 2\): ([0-9.]+)", log).group(1))
@@ -129,7 +130,7 @@ def score_lines(text: Path, checkpoint: Path, folder: Path, args) -> None:
 
     # absolute: from_pretrained reads a data path that starts with "." as relative to the checkpoint's folder
     hub = QRNNLanguageModel.from_pretrained(str(checkpoint.parent.resolve()), checkpoint.name, str(folder.resolve()),
-                                            user_dir=str(REPO / "altsg_fairseq"), cpu=args.cpu)
+                                            user_dir=str(REPO / "altsg_fairseq"), cpu=args.cpu, amp=args.amp)
     hub.eval()
     total_bits = total_tokens = 0
     for number, line in enumerate(read_lines(text), start=1):
@@ -153,6 +154,8 @@ def main(argv=None) -> int:
     parser.add_argument("--word-scores", action="store_true", help="print every word's log-probability (bits)")
     parser.add_argument("--bptt", type=int, default=70, help="window length of the stream scoring (the result does not depend on it)")
     parser.add_argument("--cpu", action="store_true", help="score on the CPU even where there is a GPU")
+    parser.add_argument("--amp", action="store_true",
+                        help="mixed precision, as fairseq-train --amp: bfloat16 autocast on a CPU (losses in float32)")
     args = parser.parse_args(argv)
     try:
         text = Path(args.text)

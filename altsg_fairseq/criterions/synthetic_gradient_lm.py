@@ -157,8 +157,9 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
 
         suffixes = sorted({k[len("sg_dot"):] for k in sums if k.startswith("sg_dot")})  # "", "_l0", ...
         for suffix in suffixes:
-            metrics.log_derived(f"sg_cos{suffix}", ratio(f"sg_dot{suffix}", f"sg_hat_sq{suffix}", cos_den=f"sg_true_sq{suffix}"))
-        if "sg_true_sq" in sums:  # some window's backward pass ran
+            if total(f"sg_true_sq{suffix}") > 0:
+                metrics.log_derived(f"sg_cos{suffix}", ratio(f"sg_dot{suffix}", f"sg_hat_sq{suffix}", cos_den=f"sg_true_sq{suffix}"))
+        if total("sg_true_sq") > 0:  # some window's backward pass ran and was not skipped
             metrics.log_derived("sg_norm_ratio", ratio("sg_hat_sq", "sg_true_sq"))
             metrics.log_derived("sg_rel_error", ratio("sg_loss", "sg_true_sq"))
         if total("sg_future_sq") > 0:  # some window followed an injection

@@ -45,6 +45,14 @@ SWAMP_RATIO, SWAMP_WINDOWS = 100.0, 50
 _KEYS = ("synthesizer_config", "synthesizer", "synthesizer_optimizer", "synthesizer_recurrent_state")
 
 
+def _own_precision(device: torch.device):
+    """The synthesizer runs in its own dtype (float32), never under the caller's
+    autocast: the per-token gradients it learns, ~1e-7 to 1e-5, are below
+    float16's smallest normal number and keep only 3 significant digits in
+    bfloat16."""
+    return torch.autocast(device.type, enabled=False)
+
+
 class Rows(Protocol):
     """Per-row tensors of data-parallel workers: ``gather`` concatenates every
     worker's rows (dim 0) in global order, on every worker; ``mine`` takes this
@@ -146,7 +154,7 @@ class BackwardInterface:
         it is counted (``sg_skipped``) and the synthesizer's state restarts."""
         if not self.synthetic:
             return end.new_zeros(())
-        with torch.no_grad():
+        with torch.no_grad(), _own_precision(end.device):
             g_hat = self.synthesizer(self.rows.gather(end.detach().to(self._dtype)))
         if not torch.isfinite(g_hat).all():  # all rows': every worker decides alike
             self._window.update(sg_skipped=1, sg_on=0)
@@ -231,7 +239,8 @@ class BackwardInterface:
 
     def _predict(self, start: Tensor) -> Tensor:
         """S(start) for this worker's rows, the synthesizer run over all rows."""
-        return self.rows.mine(self.synthesizer(self.rows.gather(start.detach().to(self._dtype))))
+        with _own_precision(start.device):
+            return self.rows.mine(self.synthesizer(self.rows.gather(start.detach().to(self._dtype))))
 
     def _per_layer(self, width: int) -> bool:
         """Whether a flat state of ``width`` numbers gets per-layer statistics."""

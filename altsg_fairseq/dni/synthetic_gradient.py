@@ -43,6 +43,8 @@ class TrainSynthesizer(torch.autograd.Function):
         loss_scale = 0.0 if grad_probe is None else float(grad_probe)
         if grad_state is None or loss_scale == 0.0:  # e.g. a dummy batch with the loss zeroed
             return grad_state, torch.zeros_like(g_hat), None, None, None
+        # in the synthesizer's dtype (float32; BackwardInterface runs it outside autocast), whatever
+        # the state's: a float16 target would underflow (per-token gradients ~1e-7 to 1e-5)
         g_true = grad_state.to(g_hat.dtype) / (loss_scale * ctx.tokens)
         error = g_hat - g_true
         if not torch.isfinite(error).all():  # never train on a broken target or prediction

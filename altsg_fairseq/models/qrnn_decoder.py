@@ -1,5 +1,6 @@
 """The decoder of ``qrnn_lm``: embedding -> recurrent layers -> tied softmax, owning its carried state."""
 
+from contextlib import nullcontext
 from typing import Dict, List, Optional
 
 import torch
@@ -8,7 +9,7 @@ from fairseq.modules import AdaptiveSoftmax
 from torch import Tensor, nn
 
 from ..errors import UsageError
-from ..modules import RecurrentStack, embedding_dropout, locked_dropout, map_state
+from ..modules import RecurrentStack, embedding_dropout, kept_state, locked_dropout, state_dtype
 
 # the vocabulary sizes above which the seed (AWD) splits its softmax, and its cutoffs
 SPLIT_SOFTMAX = [(500_000, [4200, 35000, 180000]), (75_000, [2800, 20000, 76000])]
@@ -48,7 +49,14 @@ class QRNNDecoder(FairseqIncrementalDecoder):
     ``carried_state_dict`` / ``load_carried_state_dict`` (checkpoints). A
     flat state holds the numbers gradients flow through (QRNN: the cells;
     LSTM: h and c; GRU: h); the rest (a window-2 QRNN's previous input) stays
-    with the stream.
+    with the stream. Carried states are float32 for a model in float32, also
+    under mixed precision.
+
+    Precision: ``use_autocast(dtype)`` runs every forward pass under
+    ``torch.autocast`` (bfloat16 on a CPU): matrix products in ``dtype``;
+    weights, recurrent cell states and the carried state stay float32, and
+    losses are left to the caller (in float32: the criterion and fairseq's
+    normalized probabilities upcast the logits).
 
     Args:
         cfg: the model's config (``QRNNLanguageModelConfig``).
@@ -67,7 +75,8 @@ class QRNNDecoder(FairseqIncrementalDecoder):
 
     Outputs:
         (logits (B, T', V), extra), T' the positions run (features (B, T', E)
-        instead of logits with an adaptive softmax). extra: "initial_state"
+        instead of logits with an adaptive softmax, in the weights' dtype);
+        the logits are in the autocast dtype under ``use_autocast``. extra: "initial_state"
         and "final_state" (per-layer states, with graph), "raw_last"
         (T', B, E: the last layer's output) and "dropped_last" (the same
         after the output dropout). The final state is carried (detached) for
@@ -88,7 +97,14 @@ class QRNNDecoder(FairseqIncrementalDecoder):
         else:
             self.output_bias = nn.Parameter(torch.zeros(len(dictionary)))
         self._carried: Dict[str, list] = {}
+        self.autocast_dtype: Optional[torch.dtype] = None
         nn.init.uniform_(self.embed_tokens.weight, -0.1, 0.1)
+
+    def use_autocast(self, dtype: Optional[torch.dtype]) -> None:
+        """Run every forward pass under ``torch.autocast`` of the input's device
+        with ``dtype`` (e.g. torch.bfloat16 on a CPU); None: in the precision
+        the caller runs it (fairseq's own --amp / --fp16 on a GPU)."""
+        self.autocast_dtype = dtype
 
     # ---- the carried state ------------------------------------------------------
 
@@ -108,7 +124,8 @@ class QRNNDecoder(FairseqIncrementalDecoder):
         the stream's carried state)."""
         carried = self._stream_state(stream, reset)
         if carried is None:
-            return self.embed_tokens.weight.new_zeros(batch_size, self.state_size)
+            return self.embed_tokens.weight.new_zeros(batch_size, self.state_size,
+                                                      dtype=state_dtype(self.embed_tokens.weight.dtype))
         return self.rnn.pack(carried)
 
     def flatten_state(self, state: list) -> Tensor:
@@ -150,17 +167,26 @@ class QRNNDecoder(FairseqIncrementalDecoder):
         else:
             carried = self._stream_state(stream, reset)
             start = carried if state is None else self.rnn.unpack(state, carried)
-        x = embedding_dropout(self.embed_tokens, src_tokens.t(), self.cfg.dropout_embed, self.training)
-        x = locked_dropout(x, self.cfg.dropout_input, self.training)
-        x, final_state = self.rnn(x, start)
-        dropped = locked_dropout(x, self.cfg.dropout, self.training)
+        precision = nullcontext() if self.autocast_dtype is None else \
+            torch.autocast(src_tokens.device.type, dtype=self.autocast_dtype)
+        with precision:
+            x = embedding_dropout(self.embed_tokens, src_tokens.t(), self.cfg.dropout_embed, self.training)
+            x = locked_dropout(x, self.cfg.dropout_input, self.training)
+            x, final_state = self.rnn(x, start)
+            dropped = locked_dropout(x, self.cfg.dropout, self.training)
+            out = dropped.transpose(0, 1)
+            if self.adaptive_softmax is None:
+                out = self.output_layer(out)
+                if incremental_state is not None:
+                    # fairseq's generator divides these in place by the temperature: half-precision
+                    # logits would overflow at a low one
+                    out = out.float()
+            else:  # fairseq's adaptive softmax runs after this, outside autocast
+                out = out.to(self.embed_tokens.weight.dtype)
         if stream is not None:
-            self._carried[stream] = map_state(final_state, Tensor.detach)
+            self._carried[stream] = kept_state(final_state)
         if incremental_state is not None:
             self._store(incremental_state, final_state, prefix_length)
-        out = dropped.transpose(0, 1)
-        if self.adaptive_softmax is None:
-            out = self.output_layer(out)
         extra = {"initial_state": start, "final_state": final_state, "raw_last": x, "dropped_last": dropped, "attn": None}
         return out, extra
 
@@ -185,9 +211,9 @@ class QRNNDecoder(FairseqIncrementalDecoder):
 
     def _store(self, incremental_state, final_state, ran: int) -> None:
         saved: Dict[str, Optional[Tensor]] = {"ran": torch.tensor(ran)}
-        for n, parts in enumerate(self.rnn.state_tensors(final_state)):
+        for n, parts in enumerate(self.rnn.state_tensors(kept_state(final_state))):
             for i, t in enumerate(parts):
-                saved[f"{n}.{i}"] = None if t is None else t.detach()
+                saved[f"{n}.{i}"] = t
         self.set_incremental_state(incremental_state, "state", saved)
 
     def reorder_incremental_state(self, incremental_state, new_order: Tensor) -> None:

@@ -22,12 +22,19 @@ import os
 import warnings
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from . import forget_mult_cuda
 
 BACKENDS = ("auto", "reference", "cpu", "cuda")
+
+
+def state_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype recurrent states are kept in for inputs of ``dtype``: float32
+    for float16 / bfloat16 (mixed precision), otherwise ``dtype`` itself."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 class BackendUnavailable(RuntimeError):
@@ -64,24 +71,29 @@ def forget_mult_reference(f: Tensor, x: Tensor, h0: Optional[Tensor] = None) -> 
 
 
 class _NumbaKernels:
-    """The compiled CPU kernels on (T, N) float32/float64 tensors."""
+    """The compiled CPU kernels on (T, N) tensors: f and x float32/float64 or
+    bfloat16 (read as their bit patterns), h0 and c float32/float64."""
 
     def __init__(self):
         from . import forget_mult_cpu  # imports numba
 
         self.impl = forget_mult_cpu
+        self.reads = (torch.float32, torch.float64, torch.bfloat16)
+
+    @staticmethod
+    def _array(t):
+        # NumPy has no bfloat16: its kernels read and write the bit patterns
+        return t.view(torch.int16).numpy().view(np.uint16) if t.dtype == torch.bfloat16 else t.numpy()
 
     def forward(self, f, x, h0):
-        c = torch.empty_like(f)
-        self.impl.forget_mult_forward(f.numpy(), x.numpy(), h0.numpy(), c.numpy())
+        c = torch.empty(f.shape, dtype=h0.dtype)
+        self.impl.run_columns(self.impl.forget_mult_forward, *f.shape, *map(self._array, (f, x, h0, c)))
         return c
 
     def backward(self, f, x, h0, c, grad_c):
         grad_f, grad_x, grad_h0 = torch.empty_like(f), torch.empty_like(x), torch.empty_like(h0)
-        self.impl.forget_mult_backward(
-            f.numpy(), x.numpy(), h0.numpy(), c.numpy(), grad_c.numpy(),
-            grad_f.numpy(), grad_x.numpy(), grad_h0.numpy(),
-        )
+        self.impl.run_columns(self.impl.forget_mult_backward, *f.shape,
+                              *map(self._array, (f, x, h0, c, grad_c, grad_f, grad_x, grad_h0)))
         return grad_f, grad_x, grad_h0
 
 
@@ -159,10 +171,12 @@ def _resolve(backend: Optional[str], device: torch.device):
             raise BackendUnavailable("the CUDA forget-mult needs CUDA tensors; move the model to a GPU or use ALTSG_FORGET_MULT=auto")
         if forget_mult_cuda.cupy_or_none() is None:
             if backend == "cuda":
-                raise BackendUnavailable(f"the CUDA forget-mult needs CuPy, which is not installed: {forget_mult_cuda.INSTALL_HINT}")
+                raise BackendUnavailable(f"the CUDA forget-mult needs CuPy ({forget_mult_cuda.cupy_problem()}): "
+                                         f"{forget_mult_cuda.install_hint()}")
             if "cupy" not in _warned:
                 _warned.add("cupy")
-                warnings.warn(f"CuPy is not installed, forget_mult uses the slow reference loop on the GPU: {forget_mult_cuda.INSTALL_HINT}")
+                warnings.warn(f"{forget_mult_cuda.cupy_problem()}: forget_mult uses the slow reference loop on the GPU; "
+                              f"{forget_mult_cuda.install_hint()}")
             return None
         return forget_mult_cuda
     if device.type != "cpu":
@@ -175,16 +189,19 @@ def _resolve(backend: Optional[str], device: torch.device):
 def forget_mult(f: Tensor, x: Tensor, h0: Optional[Tensor] = None, backend: Optional[str] = None) -> Tensor:
     """All states of the forget-mult recurrence.
 
-    f, x: (T, B, H); h0: (B, H) or None (zeros). Returns c: (T, B, H), in the
-    dtype of f. ``backend``: see the module docstring.
+    f, x: (T, B, H); h0: (B, H) or None (zeros). Returns c: (T, B, H) in
+    float64 when f is float64, else in float32: states of float16/bfloat16
+    gates (autocast) are accumulated and returned in float32, as the carried
+    state is kept. ``backend``: see the module docstring.
     """
     _check_inputs(f, x, h0)
+    kept = state_dtype(f.dtype)
     kernels = _resolve(backend, f.device)
     if kernels is None:
-        return forget_mult_reference(f, x, h0)
-    dtype = f.dtype if f.dtype in (torch.float32, torch.float64) else torch.float32
+        return forget_mult_reference(f.to(kept), x.to(kept), None if h0 is None else h0.to(kept))
+    gate_dtype = torch.promote_types(f.dtype, x.dtype)
+    if gate_dtype not in getattr(kernels, "reads", (torch.float32, torch.float64)):
+        gate_dtype = kept
     has_h0 = h0 is not None
-    if not has_h0:
-        h0 = f.new_zeros(f.shape[1:])
-    c = _CompiledForgetMult.apply(kernels, f.to(dtype), x.to(dtype), h0.to(dtype), has_h0)
-    return c.to(f.dtype)
+    h0 = h0.to(kept) if has_h0 else f.new_zeros(f.shape[1:], dtype=kept)
+    return _CompiledForgetMult.apply(kernels, f.to(gate_dtype), x.to(gate_dtype), h0, has_h0)

@@ -86,7 +86,7 @@ class QRNNLayer(nn.Module):
     def forward(self, x: Tensor, state: Optional[QRNNState] = None):
         if self.window == 2:
             prev = None if state is None else state.prev_x
-            first = x[:1] * 0 if prev is None else prev.unsqueeze(0).detach()
+            first = x[:1] * 0 if prev is None else prev.unsqueeze(0).detach().to(x.dtype)
             x_window = torch.cat([x, torch.cat([first, x[:-1]], 0)], 2)
         else:
             x_window = x
@@ -100,7 +100,8 @@ class QRNNLayer(nn.Module):
 
         gates: the pre-activations of Z, F (and O), each (T, B, H): the linear
         map of the window's inputs; cell: (B, H) the previous cell state or
-        None (zeros). Returns (h (T, B, H), c_T (B, H), with graph).
+        None (zeros). Returns (h (T, B, H) in the gates' dtype, c_T (B, H),
+        with graph); the cell states are float32 for half-precision gates.
         """
         z = torch.tanh(gates[0])
         f = torch.sigmoid(gates[1])
@@ -109,9 +110,10 @@ class QRNNLayer(nn.Module):
                 f = f * f.new_empty(f.shape).bernoulli_(1 - self.zoneout)
             else:
                 f = f * (1 - self.zoneout)
-        c = forget_mult(f, z, cell)
+        c = forget_mult(f, z, cell)  # float32 states, also from half-precision gates
+        # the output in the gates' dtype: under autocast the next matrix product reads bfloat16 anyway
         h = torch.sigmoid(gates[2]) * c if self.output_gate else c
-        return h, c[-1]
+        return h.to(gates[0].dtype), c[-1]
 
     def extra_repr(self) -> str:
         return (

@@ -5,6 +5,7 @@ from typing import Callable, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from .forget_mult import state_dtype
 from .qrnn import QRNNLayer
 from .regularizers import locked_dropout
 from .rnn import RNNLayer
@@ -88,11 +89,19 @@ class RecurrentStack(nn.Module):
         return [list(s) for s in state]
 
     def state_from_tensors(self, tensors: Sequence[Sequence[Optional[Tensor]]], like: Tensor) -> State:
-        """Inverse of ``state_tensors``; the tensors take the dtype and device of ``like``."""
-        return [layer.State(*(None if t is None else t.to(like) for t in parts))
+        """Inverse of ``state_tensors``; the tensors go to the device of ``like``,
+        in the dtype states are kept in for ``like``'s (``state_dtype``: float32 for half precision)."""
+        dtype = state_dtype(like.dtype)
+        return [layer.State(*(None if t is None else t.to(device=like.device, dtype=dtype) for t in parts))
                 for layer, parts in zip(self.layers, tensors)]
 
 
 def map_state(state: Sequence[tuple], fn: Callable[[Tensor], Tensor]) -> State:
     """Apply ``fn`` to every tensor of every layer's state (None stays None)."""
     return [type(s)(*(None if t is None else fn(t) for t in s)) for s in state]
+
+
+def kept_state(state: Sequence[tuple]) -> State:
+    """A state as it is carried to the next window: detached, in ``state_dtype``
+    (an LSTM/GRU under autocast computes its states in bfloat16/float16)."""
+    return map_state(state, lambda t: t.detach().to(state_dtype(t.dtype)))

@@ -1,6 +1,5 @@
 """The AWD-LSTM regularisers: embedding dropout, locked dropout, weight drop."""
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

@@ -64,10 +64,10 @@ class RNNLayer(nn.Module):
             weights["weight_hh_l0"] = F.dropout(weights["weight_hh_l0"], self.weight_dropout, True)
         if state is None:
             hx = None
-        elif self.cell == "lstm":
-            hx = (state.h.unsqueeze(0), state.c.unsqueeze(0))
+        elif self.cell == "lstm":  # a float32 carried state meets half-precision weights in their dtype
+            hx = (state.h.unsqueeze(0).to(x.dtype), state.c.unsqueeze(0).to(x.dtype))
         else:
-            hx = state.h.unsqueeze(0)
+            hx = state.h.unsqueeze(0).to(x.dtype)
         out, last = functional_call(self.rnn, weights, (x, hx))
         if self.cell == "lstm":
             return out, RNNState(last[0][0], last[1][0])

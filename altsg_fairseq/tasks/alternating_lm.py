@@ -11,14 +11,14 @@ from fairseq.tasks import FairseqTask, register_task
 
 from .. import distributed
 from ..checkpoint_io import copy_dictionary, read_extra_state
-from ..denormals import denormals_flushed
+from ..modules.denormals import denormals_flushed
 from ..dni import BackwardInterface, Synthesizer
 from ..errors import UsageError
 from ..flags import epochs_as_lists
 from ..modules import CachePointer
 from ..optim import nt_asgd
 from ..schedule import restart_points, synthetic_on
-from .config import LIST_FLAGS, AlternatingLMConfig, check_config
+from .config import LIST_FLAGS, AlternatingLMConfig, autocast_dtype, check_config, describe_precision, on_cpu
 from .curves import FILENAME, LearningCurve
 from .divergence import stop_if_diverged
 from .evaluation import describe_cache
@@ -64,6 +64,8 @@ class AlternatingLMTask(ContiguousRowData, PromptGeneration, FairseqTask):
         # the first worker writes curves.csv (fairseq has started the workers before it builds the task)
         writes = not cfg.no_save and distributed.is_first_worker()
         self.curve = LearningCurve(os.path.join(cfg.save_dir, FILENAME) if writes else None)
+        if cfg.amp:
+            no_batch_retries(cfg)
 
     @classmethod
     def add_args(cls, parser):
@@ -83,6 +85,9 @@ class AlternatingLMTask(ContiguousRowData, PromptGeneration, FairseqTask):
         model = super().build_model(cfg, from_checkpoint)
         if self.cfg.use_sg and not hasattr(getattr(model, "decoder", None), "start_state"):
             raise UsageError("--use-sg needs a model with carried recurrent state: use --arch qrnn_lm (or qrnn_lm_ptb / qrnn_lm_wt2; any --rnn-type)")
+        if hasattr(getattr(model, "decoder", None), "use_autocast"):
+            model.decoder.use_autocast(autocast_dtype(self.cfg))
+        logger.info(describe_precision(self.cfg))
         # fairseq saves task_state in checkpoints but never restores it, so
         # the state a resumed run needs rides in the model's extra state
         model.extra_state_hooks = (self.training_state, self.load_training_state)
@@ -188,6 +193,11 @@ class AlternatingLMTask(ContiguousRowData, PromptGeneration, FairseqTask):
             cpu = next(model.parameters()).device.type == "cpu"
             threads = f"; {torch.get_num_threads()} CPU thread{'s' if torch.get_num_threads() > 1 else ''}" if cpu else ""
             logger.info(f"epoch {self.epoch:03d}: lr {lr:g}{sg}{threads}")
+        if self.cfg.amp and on_cpu(self.cfg) and not torch.isfinite(
+                getattr(optimizer, "fp32_optimizer", optimizer).clip_grad_norm(0)):
+            # fairseq's --amp on a CPU holds a disabled GradScaler, which would apply these gradients:
+            # stop as fairseq does for them in float32
+            raise FloatingPointError("gradients are Nan/Inf")
         optimizer.set_lr(lr * scale)
         optimizer.step()
         optimizer.set_lr(lr)
@@ -207,3 +217,19 @@ class AlternatingLMTask(ContiguousRowData, PromptGeneration, FairseqTask):
     @property
     def target_dictionary(self):
         return self.dictionary
+
+
+def no_batch_retries(cfg) -> None:
+    """Make fairseq skip, not retry, a batch whose --amp gradients overflowed.
+
+    fairseq's trainer runs such a batch again (--amp-batch-retries, 2 by
+    default), but its windows' carried state, the synthesizer's state and
+    the data position have moved on when it has run once: no window may run
+    twice. The trainer reads the flag from the run's config (the task's
+    config is a part of it) when a batch overflows."""
+    root = cfg._get_root() if hasattr(cfg, "_get_root") else None
+    common = getattr(root, "common", None) if root is not None else None
+    if common is not None and common.get("amp_batch_retries", 0):
+        logger.info(f"--amp: a batch whose gradients overflow is skipped, not retried (--amp-batch-retries "
+                    f"{common.amp_batch_retries} would run its windows twice, their carried state having moved on)")
+        common.amp_batch_retries = 0

@@ -112,13 +112,36 @@ def check_evaluation_and_precision(cfg: AlternatingLMConfig) -> None:
     if cfg.cache_window > 0 and cfg.softmax_batch < sys.maxsize:
         raise UsageError("--softmax-batch splits the windows that the cache pointer (--cache-window) scores whole: "
                          "leave one of them out")
-    on_cpu = cfg.cpu or not torch.cuda.is_available()
-    half = [flag for flag, on in [("--fp16", cfg.fp16), ("--bf16", cfg.bf16),
-                                  ("--memory-efficient-fp16", cfg.memory_efficient_fp16),
-                                  ("--memory-efficient-bf16", cfg.memory_efficient_bf16)] if on]
-    if half and on_cpu:
-        raise UsageError(f"{half[0]} needs a GPU (fairseq's half-precision training runs on CUDA devices); "
-                         f"on the CPU leave it out and train in float32")
-    if cfg.amp and on_cpu:
-        logger.warning("--amp does nothing on the CPU (fairseq's mixed precision is for CUDA devices): "
-                       "the run is in float32")
+    # fairseq turns --bf16 (and --memory-efficient-bf16, which sets it) into --tpu: an XLA device,
+    # which needs torch_xla, and no Slurm/torchrun detection (fairseq#4696)
+    if cfg.bf16 or cfg.memory_efficient_bf16:
+        flag = "--memory-efficient-bf16" if cfg.memory_efficient_bf16 else "--bf16"
+        raise UsageError(f"{flag} makes fairseq run on an XLA (TPU) device, which needs torch_xla: for mixed "
+                         f"precision use --amp instead (bfloat16 autocast on a CPU, float16 on a GPU)")
+    half = [flag for flag, on in [("--memory-efficient-fp16", cfg.memory_efficient_fp16), ("--fp16", cfg.fp16)] if on]
+    if half and on_cpu(cfg):
+        raise UsageError(f"{half[0]} needs a GPU (fairseq's float16 training runs on CUDA devices); "
+                         f"on a CPU use --amp (bfloat16 autocast) or leave it out (float32)")
+
+
+def on_cpu(cfg: AlternatingLMConfig) -> bool:
+    """Whether the run is on the CPU (--cpu, or no GPU)."""
+    return cfg.cpu or not torch.cuda.is_available()
+
+
+def autocast_dtype(cfg: AlternatingLMConfig) -> Optional[torch.dtype]:
+    """The dtype the model's forward pass autocasts to by the plugin: bfloat16 for
+    --amp on a CPU (fairseq's --amp autocasts on CUDA devices only), else None."""
+    return torch.bfloat16 if cfg.amp and on_cpu(cfg) else None
+
+
+def describe_precision(cfg: AlternatingLMConfig) -> str:
+    """One line saying in which precision the model runs."""
+    kept = "weights, optimizer state, carried state, losses and the synthesizer in float32"
+    if autocast_dtype(cfg) is not None:
+        return f"precision: bfloat16 autocast on the CPU (--amp): matrix products in bfloat16; {kept}"
+    if cfg.amp:
+        return f"precision: fairseq's float16 autocast on the GPU (--amp); {kept}"
+    if cfg.fp16 or cfg.memory_efficient_fp16:
+        return "precision: float16 (--fp16); the synthesizer in float32"
+    return "precision: float32"

@@ -19,7 +19,11 @@ def one_line_error(proc, message):
 
 @pytest.mark.parametrize("case,flags,message", [
     ("fp16 on a CPU", ["--fp16"], "--fp16 needs a GPU"),
-    ("bf16 on a CPU", ["--bf16"], "--bf16 needs a GPU"),
+    ("memory-efficient fp16 on a CPU", ["--memory-efficient-fp16"], "--memory-efficient-fp16 needs a GPU"),
+    # fairseq turns --bf16 into --tpu (an XLA device): refused on any machine, pointing to --amp
+    ("bf16", ["--bf16"], "--bf16 makes fairseq run on an XLA (TPU) device"),
+    ("memory-efficient bf16", ["--memory-efficient-bf16"], "--memory-efficient-bf16 makes fairseq run on an XLA"),
+    ("bf16 with amp", ["--bf16", "--amp"], "for mixed precision use --amp instead"),
     ("save dir is a file", ["--save-dir", "{file}"], "cannot write checkpoints to --save-dir"),
     ("save dir cannot be made", ["--save-dir", "/proc/altsg-checkpoints"], "cannot write checkpoints to --save-dir"),
     ("restore file missing", ["--restore-file", "{tmp}/nope.pt"], "--restore-file {tmp}/nope.pt: no such file"),
@@ -64,7 +68,8 @@ def test_flags_that_do_not_apply_say_so(sample_bin, tmp_path):
                    "--max-update", "1", "--train-subset", "valid", "--valid-subset", "test", "--disable-validation",
                    "--save-dir", tmp_path)
     log = proc.stdout + proc.stderr
-    assert "--amp does nothing on the CPU" in log
+    assert "precision: bfloat16 autocast on the CPU (--amp)" in log
+    assert "--amp: a batch whose gradients overflow is skipped, not retried (--amp-batch-retries 2" in log
     assert "--bptt 100000 is as long as the rows of 'valid' (109 tokens each in 200 rows)" in log
 
 

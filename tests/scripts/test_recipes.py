@@ -4,7 +4,6 @@ import argparse
 import re
 import shlex
 import sys
-from pathlib import Path
 
 import pytest
 from fairseq import options

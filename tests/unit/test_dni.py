@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from altsg_fairseq.denormals import denormals_flushed, flushing_denormals
+from altsg_fairseq.modules.denormals import denormals_flushed, flushing_denormals
 from altsg_fairseq.dni import BackwardInterface, Synthesizer, SynthesizerMismatch
 from altsg_fairseq.modules import RecurrentStack
 

@@ -64,13 +64,42 @@ def test_gradcheck_float64(backend, with_h0):
     assert torch.autograd.gradcheck(lambda *a: forget_mult(*a, backend=backend), inputs)
 
 
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_inputs_computed_in_float32(dtype):
-    f, x, h0 = (t.detach().to(dtype) for t in _inputs(20, 2, 3, "cpu"))
-    c = forget_mult(f, x, h0, backend="cpu")
-    assert c.dtype == dtype
-    ref = forget_mult_reference(f.float(), x.float(), h0.float())
-    torch.testing.assert_close(c.float(), ref, rtol=1e-2, atol=1e-2)
+def test_half_inputs_give_float32_states(backend, dtype):
+    # the states of half-precision gates (autocast) are float32, computed from
+    # the inputs' exact values; the gradients come back in the inputs' dtype
+    f, x, h0 = (t.detach().to(dtype).requires_grad_() for t in _inputs(20, 2, 3, "cpu"))
+    c = forget_mult(f, x, h0.float(), backend=backend)
+    assert c.dtype == torch.float32
+    wide = [t.detach().double().requires_grad_() for t in (f, x, h0)]
+    ref = forget_mult_reference(*wide)
+    torch.testing.assert_close(c.double(), ref, rtol=1e-6, atol=1e-6)
+    grad_c = torch.randn(c.shape)
+    grads = torch.autograd.grad(c, (f, x), grad_c)
+    refs = torch.autograd.grad(ref, wide[:2], grad_c.double())
+    for g, r in zip(grads, refs):
+        assert g.dtype == dtype
+        # the exact gradient rounded once to the inputs' precision (one unit in the last place)
+        torch.testing.assert_close(g.double(), r, rtol=2.0 ** -7, atol=1e-6)
+
+
+def test_columns_split_over_threads_give_the_same_bits():
+    # (300, 2, 400): 800 columns, enough for two threads
+    f, x, h0 = (t.detach() for t in _inputs(300, 2, 400, "cpu", torch.float32))
+    grad_c = torch.randn(300, 2, 400)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            fi, xi, hi = (t.clone().requires_grad_() for t in (f, x, h0))
+            c = forget_mult(fi, xi, hi, backend="cpu")
+            results.append([c, *torch.autograd.grad(c, (fi, xi, hi), grad_c)])
+    finally:
+        torch.set_num_threads(threads)
+    for one, two in zip(*results):
+        assert torch.equal(one, two)
 
 
 def test_backend_switch(monkeypatch):
@@ -126,5 +155,6 @@ def test_cuda_half_inputs(dtype):
     pytest.importorskip("cupy")
     f, x, h0 = (t.detach().to(dtype) for t in _inputs(3000, 1, 50, "cuda"))
     c = forget_mult(f, x, h0, backend="cuda")
-    ref = forget_mult_reference(f.float().cpu(), x.float().cpu(), h0.float().cpu())
-    torch.testing.assert_close(c.float().cpu(), ref, rtol=2e-2, atol=2e-2)
+    assert c.dtype == torch.float32
+    ref = forget_mult_reference(f.double().cpu(), x.double().cpu(), h0.double().cpu())
+    torch.testing.assert_close(c.double().cpu(), ref, rtol=1e-5, atol=1e-5)

@@ -14,7 +14,7 @@ import os, sys, torch
 if sys.argv[2] == "api":
     torch.set_num_threads(int(sys.argv[1]))
 from altsg_fairseq.dni import BackwardInterface, Synthesizer
-from altsg_fairseq.denormals import flushing_denormals
+from altsg_fairseq.modules.denormals import flushing_denormals
 from altsg_fairseq.modules import RecurrentStack, forget_mult
 threads = torch.get_num_threads()
 assert threads == int(sys.argv[1]), threads
