@@ -70,9 +70,10 @@ def streaming_rate(repeat=5, numel=64 << 20):
     return 2 * 4 * numel / statistics.median(times)
 
 
-def traffic_bytes(T, B, H, gate_bytes=4):
-    """Forward: read f, x, write c; backward: read f, x, c, grad_c, write grad_f, grad_x (c and grad_c float32)."""
-    return T * B * H * (6 * gate_bytes + 4 * 3)
+def traffic_bytes(T, B, H, gate_bytes=4, grad_rows=True):
+    """Forward: read f, x, write c; backward: read f, x, c (and grad_c, unless it is one row, as the
+    gradient of a sum is), write grad_f, grad_x; c and grad_c float32."""
+    return T * B * H * (6 * gate_bytes + 4 * (3 if grad_rows else 2))
 
 
 def cpu_rows(runs, repeat, thread_counts):
@@ -94,7 +95,7 @@ def cpu_rows(runs, repeat, thread_counts):
                     t_loop = median_seconds(original_loop, f, x, h0, repeat)
                     ratio = t_loop / t_kernel
                     ratios.setdefault((name, threads), []).append(ratio)
-                    rate, rate16 = traffic_bytes(T, B, H) / t_kernel, traffic_bytes(T, B, H, 2) / t_bf16
+                    rate, rate16 = (traffic_bytes(T, B, H, b, grad_rows=False) / t for b, t in ((4, t_kernel), (2, t_bf16)))
                     print(f"  {name}: original loop {t_loop * 1e3:9.1f} ms | compiled {t_kernel * 1e3:7.2f} ms "
                           f"({rate / 1e9:.1f} GB/s = {rate / stream:.0%} of streaming) | bfloat16 gates "
                           f"{t_bf16 * 1e3:7.2f} ms ({rate16 / 1e9:.1f} GB/s) | speed-up {ratio:.1f}x")

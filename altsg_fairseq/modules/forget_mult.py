@@ -79,6 +79,7 @@ class _NumbaKernels:
 
         self.impl = forget_mult_cpu
         self.reads = (torch.float32, torch.float64, torch.bfloat16)
+        self.one_row_grad = True  # backward takes a (1, N) grad_c meaning the same row at every step
 
     @staticmethod
     def _array(t):
@@ -135,9 +136,13 @@ class _CompiledForgetMult(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_c):
         f2, x2, h02, c = ctx.saved_tensors
-        T = f2.size(0)
-        grad_f, grad_x, grad_h0 = ctx.kernels.backward(f2, x2, h02, c, grad_c.contiguous().view_as(c))
-        shape = (T,) + tuple(grad_c.shape[1:])
+        shape = tuple(grad_c.shape)
+        if getattr(ctx.kernels, "one_row_grad", False) and grad_c.stride(0) == 0:
+            # the same gradient at every step (expanded from a sum or a mean): the CPU kernels read its one row
+            grad_c = grad_c[:1].contiguous().view(1, -1)
+        else:
+            grad_c = grad_c.contiguous().view_as(c)
+        grad_f, grad_x, grad_h0 = ctx.kernels.backward(f2, x2, h02, c, grad_c)
         return None, grad_f.view(shape), grad_x.view(shape), grad_h0.view(shape[1:]) if ctx.has_h0 else None, None
 
 

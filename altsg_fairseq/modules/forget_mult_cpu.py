@@ -99,29 +99,32 @@ def forget_mult_forward(f, x, h0, c, lo, hi):
         for t in range(T):
             f_t, x_t, c_t = f[t, start:stop], x[t, start:stop], c[t, start:stop]
             for j in range(stop - start):
-                f_tj = _load(f_t[j])
-                state[j] = f_tj * _load(x_t[j]) + (1 - f_tj) * state[j]
+                # c + f (x - c) = f x + (1 - f) c, without the integer 1 (it would promote float32 to float64)
+                s = state[j]
+                state[j] = s + _load(f_t[j]) * (_load(x_t[j]) - s)
                 c_t[j] = state[j]
 
 
 @numba.njit(cache=True, nogil=True)
 def forget_mult_backward(f, x, h0, c, grad_c, grad_f, grad_x, grad_h0, lo, hi):
     """Columns [lo, hi) of the gradients of sum(grad_c * c) with respect to f, x
-    (written in their dtype, as grad_f, grad_x) and h0 (grad_h0)."""
+    (written in their dtype, as grad_f, grad_x) and h0 (grad_h0). grad_c is
+    (T, N), or (1, N): the same gradient at every step."""
     T = f.shape[0]
+    every_step = grad_c.shape[0] > 1
     for start in range(lo, hi, _BLOCK):
         stop = min(start + _BLOCK, hi)
-        carry = np.zeros(stop - start, dtype=np.float64)
+        carry = np.zeros(stop - start, dtype=c.dtype)
         for t in range(T - 1, -1, -1):
-            f_t, x_t, g_c = f[t, start:stop], x[t, start:stop], grad_c[t, start:stop]
+            f_t, x_t, g_c = f[t, start:stop], x[t, start:stop], grad_c[t if every_step else 0, start:stop]
             prev = c[t - 1, start:stop] if t > 0 else h0[start:stop]
             g_f, g_x = grad_f[t, start:stop], grad_x[t, start:stop]
             for j in range(stop - start):
-                f_tj = _load(f_t[j])
                 g = g_c[j] + carry[j]
+                g_f_x = g * _load(f_t[j])  # the gradient at x_t; g (1 - f_t) flows on to c_{t-1}
                 _store(g_f, j, g * (_load(x_t[j]) - prev[j]))
-                _store(g_x, j, g * f_tj)
-                carry[j] = g * (1 - f_tj)
+                _store(g_x, j, g_f_x)
+                carry[j] = g - g_f_x
         grad_h0[start:stop] = carry
 
 
