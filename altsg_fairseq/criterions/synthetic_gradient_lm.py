@@ -10,6 +10,7 @@ from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 
 from .. import distributed
+from ..modules.cross_entropy import summed_cross_entropy
 
 
 def upcast(t: torch.Tensor) -> torch.Tensor:
@@ -96,9 +97,8 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
         """Summed cross-entropy of the decoder's output (B, T, V) logits, or
         (B, T, E) features with an adaptive softmax, against target (B, T)."""
         adaptive = getattr(model.decoder, "adaptive_softmax", None)
-        if adaptive is None:
-            output = upcast(output)
-            return F.cross_entropy(output.reshape(-1, output.size(-1)), target.reshape(-1), reduction="sum")
+        if adaptive is None:  # in float32 block by block, without a float32 copy of bfloat16 logits
+            return summed_cross_entropy(output.reshape(-1, output.size(-1)), target.reshape(-1))
         nll = output.new_zeros((), dtype=torch.float32)
         for logits, cluster_target in zip(*adaptive(output, target.contiguous())):
             if cluster_target is not None:  # the head, and the tail clusters this batch reaches
