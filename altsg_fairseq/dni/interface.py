@@ -13,6 +13,14 @@ One training window of B rows, whose flat carried state has S numbers a row:
     stats = interface.pop_stats()                  # for the logs
     interface.step(weight_decay, windows, all_reduce)
 
+Host reads: the backward pass leaves its verdicts (was the gradient at the
+start state finite; does the injection swamp it) on the device, and
+``pop_stats`` reads them in one transfer; ``settle(values)`` does that read
+for a caller that needs device values of its own on the host at the same
+point (the task's divergence check), so that a training step waits for the
+device once there (and once more in synthetic phases: ``inject`` decides on
+the host whether a prediction is finite).
+
 ``tokens`` is the number of target tokens the loss sums over, on all
 data-parallel workers together: it turns gradients of the summed loss into
 those of the per-token mean loss, the units the synthesizer learns in (the
@@ -28,7 +36,7 @@ end) state per window, and every worker runs the whole synthesizer.
 """
 
 import logging
-from typing import Callable, Optional, Protocol, Sequence, Tuple
+from typing import Callable, List, Optional, Protocol, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -118,6 +126,8 @@ class BackwardInterface:
         self._injected: Optional[Tensor] = None  # |injected|^2 of the last window, awaiting the true gradient
         self._window_injected: Optional[Tensor] = None
         self._swamped = 0
+        # device values the host must read, each with what to do with them (``settle``)
+        self._pending: List[Tuple[Tensor, Callable[[List[float]], None]]] = []
 
     # ---- one training window --------------------------------------------------
 
@@ -131,6 +141,7 @@ class BackwardInterface:
         it in the forward pass; probe is a zero scalar to add to the loss.
         """
         self._move_to(start.device)
+        self.settle()  # a backward pass whose verdicts nobody read yet (no pop_stats since)
         if restart:
             self.synthesizer.reset_state()
             self._injected = None
@@ -188,9 +199,30 @@ class BackwardInterface:
         (the per-layer ones whenever ``layer_sizes`` splits the state): a sum
         not measured in this window (a skipped gradient, no injection before
         it, no backward pass) is 0. The sums are float64 tensors on the state's
-        device, the counts Python ints. Empty when no window ran."""
+        device, the counts Python ints. Empty when no window ran. Reads the
+        backward pass's verdicts on the host unless ``settle`` has."""
+        self.settle()
         stats, self._window = self._window, {}
         return stats
+
+    def settle(self, values: Sequence[Tensor] = ()) -> List[float]:
+        """Read on the host, in ONE transfer, what this window's backward pass left
+        on the device (whether its gradient was finite, the injection against it)
+        and ``values``, 0-dim tensors on the state's device that the caller needs
+        read (e.g. the loss, for a divergence check); act on the former and
+        return the latter as Python floats. Reads nothing when there is nothing
+        to read."""
+        pending, self._pending = self._pending, []
+        parts = [t for t, _ in pending] + [v.detach().reshape(1) for v in values]
+        if not parts:
+            return []
+        device = parts[0].device
+        read = torch.cat([t.to(device=device, dtype=torch.float64) for t in parts]).tolist()  # the one read
+        start = 0
+        for t, act in pending:
+            act(read[start:start + t.numel()])
+            start += t.numel()
+        return read[start:]
 
     def step(self, weight_decay: float = 0.0, windows: int = 1,
              all_reduce: Optional[Callable[[Tensor], None]] = None) -> None:
@@ -253,15 +285,16 @@ class BackwardInterface:
         return ["sg_loss", *(f"{name}{suffix}" for suffix in suffixes for name in ("sg_hat_sq", "sg_true_sq", "sg_dot")),
                 "sg_injected_sq", "sg_future_sq"]
 
-    def _record(self, g_hat: Tensor, g_true: Optional[Tensor]) -> None:
+    def _record(self, g_hat: Tensor, g_true: Tensor, flags: Tensor) -> None:
         """Where the window's backward pass reports the prediction and the true
-        gradient at the start state (both (B, S); g_true None when it was not
-        finite: the window is counted as skipped and its sums stay 0);
-        ``pop_stats`` hands the sums on. Only values change here: the keys
-        were all set by ``wrap_start``."""
-        if g_true is None:
-            self._window["sg_skipped"] = 1
-            return
+        gradient at the start state (both (B, S)) and its verdicts, flags (2,)
+        on the device: [a non-zero loss scale, a finite error]. The sums are
+        formed on the device at once; ``settle`` reads the flags (and the two
+        numbers the swamping watch compares) later and puts back the window's
+        zeros where they do not both hold (no loss scale: a dummy batch, as if
+        nothing was reported; a non-finite error: the window is counted as
+        skipped). ``pop_stats`` hands the sums on. Only values change here: the
+        keys were all set by ``wrap_start``."""
         g_hat, g_true = g_hat.double(), g_true.double()
         sums = {"sg_loss": (g_hat - g_true).pow(2).sum()}
         parts = [(g_hat, g_true, "")]
@@ -271,10 +304,24 @@ class BackwardInterface:
         for h, t, suffix in parts:
             sums.update({f"sg_hat_sq{suffix}": h.pow(2).sum(), f"sg_true_sq{suffix}": t.pow(2).sum(),
                          f"sg_dot{suffix}": (h * t).sum()})
-        if self._window_injected is not None:
-            sums.update(sg_injected_sq=self._window_injected.to(sums["sg_loss"]), sg_future_sq=sums["sg_true_sq"])
-            self._watch_swamping(float(self._window_injected), float(sums["sg_true_sq"]))
-        self._window.update(sums)
+        injected = self._window_injected
+        if injected is not None:
+            sums.update(sg_injected_sq=injected.to(sums["sg_loss"]), sg_future_sq=sums["sg_true_sq"])
+        window = self._window
+        zeros = {k: window[k] for k in sums}  # wrap_start's zeros
+        window.update(sums)
+        check = [flags.double()] + ([] if injected is None else [injected.reshape(1), sums["sg_true_sq"].reshape(1)])
+
+        def act(read: List[float]) -> None:
+            scaled, finite = read[0] != 0, read[1] != 0
+            if not (scaled and finite):
+                window.update(zeros)
+                if scaled:
+                    window["sg_skipped"] = 1
+            elif injected is not None:
+                self._watch_swamping(read[2], read[3])
+
+        self._pending.append((torch.cat([c.to(torch.float64) for c in check]), act))
 
     def _watch_swamping(self, injected_sq: float, true_sq: float) -> None:
         """One warning when the injected gradient stays SWAMP_RATIO times the true one."""

@@ -13,16 +13,21 @@ the gradient of the per-token mean loss, and sends the synthesizer's output
 the regression gradient 2 * (k * g_hat - g_true) (k = 2 when ``doubled``: the
 seed's update in synthetic phases, where its two backward passes make the
 prediction count twice; else k = 1). The gradient at ``state`` passes on
-unchanged. Once per backward pass it calls ``report(g_hat, g_true)`` (both
-(B, S), detached; g_true is None when the error is not finite, and the
-synthesizer then gets a zero gradient).
+unchanged. Once per backward pass it calls ``report(g_hat, g_true, flags)``
+(g_hat, g_true (B, S), detached; flags a (2,) bool tensor on their device:
+[the loss had a non-zero scale, the error g_hat - g_true is finite]). Unless
+both hold the synthesizer gets a zero gradient (a dummy batch whose loss was
+zeroed, or a broken target or prediction). The backward pass reads nothing on
+the host: the loss scale stays a device tensor and the two decisions are
+``torch.where``s, so a GPU is not waited for in the middle of the backward
+pass; ``report`` reads the flags later, with the step's other host reads.
 
 ``inject(end_state, g_hat_end, weight)`` is a zero-valued term whose
 gradient with respect to ``end_state`` is ``weight * g_hat_end``: added to
 the loss it injects a synthetic gradient at the end of the segment.
 """
 
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -31,7 +36,7 @@ from torch import Tensor
 class TrainSynthesizer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, state: Tensor, g_hat: Tensor, tokens: float, doubled: bool,
-                report: Callable[[Tensor, Optional[Tensor]], None]):
+                report: Callable[[Tensor, Tensor, Tensor], None]):
         """state: (B, S) the segment's start state; g_hat: (B, S) its predicted gradient."""
         ctx.tokens, ctx.doubled, ctx.report = tokens, doubled, report
         ctx.save_for_backward(g_hat)
@@ -40,19 +45,19 @@ class TrainSynthesizer(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_state: Tensor, grad_probe: Tensor):
         (g_hat,) = ctx.saved_tensors
-        loss_scale = 0.0 if grad_probe is None else float(grad_probe)
-        if grad_state is None or loss_scale == 0.0:  # e.g. a dummy batch with the loss zeroed
+        if grad_state is None or grad_probe is None:  # nothing reached the state, or no loss scale at all
             return grad_state, torch.zeros_like(g_hat), None, None, None
         # in the synthesizer's dtype (float32; BackwardInterface runs it outside autocast), whatever
-        # the state's: a float16 target would underflow (per-token gradients ~1e-7 to 1e-5)
-        g_true = grad_state.to(g_hat.dtype) / (loss_scale * ctx.tokens)
-        error = g_hat - g_true
-        if not torch.isfinite(error).all():  # never train on a broken target or prediction
-            ctx.report(g_hat.detach(), None)
-            return grad_state, torch.zeros_like(g_hat), None, None, None
-        ctx.report(g_hat.detach(), g_true.detach())
+        # the state's: a float16 target would underflow (per-token gradients ~1e-7 to 1e-5). The
+        # divisor loss_scale * tokens is formed in float64 on the device, as Python would form it
+        # from float(grad_probe), then rounded to that dtype as a Python number would be
+        divisor = (grad_probe.detach().double() * ctx.tokens).to(g_hat.dtype)
+        g_true = grad_state.to(g_hat.dtype) / divisor
+        # e.g. a dummy batch with the loss zeroed; never train on a broken target or prediction
+        flags = torch.stack([grad_probe.detach() != 0, torch.isfinite(g_hat - g_true).all()])
+        ctx.report(g_hat.detach(), g_true.detach(), flags)
         k = 2.0 if ctx.doubled else 1.0
-        return grad_state, 2 * (k * g_hat - g_true), None, None, None
+        return grad_state, torch.where(flags.all(), 2 * (k * g_hat - g_true), 0.0), None, None, None
 
 
 def inject(end_state: Tensor, g_hat_end: Tensor, weight: float) -> Tensor:

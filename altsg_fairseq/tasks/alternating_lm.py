@@ -20,7 +20,7 @@ from ..optim import nt_asgd
 from ..schedule import restart_points, synthetic_on
 from .config import LIST_FLAGS, AlternatingLMConfig, autocast_dtype, check_config, describe_precision, on_cpu
 from .curves import FILENAME, LearningCurve
-from .divergence import stop_if_diverged
+from .divergence import loss_values, read_on_host, stop_if_diverged
 from .evaluation import describe_cache
 from .generation import PromptGeneration
 from .row_data import ContiguousRowData
@@ -169,10 +169,15 @@ class AlternatingLMTask(ContiguousRowData, PromptGeneration, FairseqTask):
         self._lr_scales.append(sample.get("lr_scale", 1.0))
         with denormals_flushed(enabled=self.dni is not None):
             loss, sample_size, logging_output = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        # one host read for the step: the losses the divergence check needs, with what the
+        # synthesizer's backward pass left on the device (one transfer)
+        losses = {} if ignore_grad else loss_values(logging_output)
+        read = dict(zip(losses, self.dni.settle(list(losses.values())) if self.dni is not None
+                        else read_on_host(list(losses.values()))))
         if self.dni is not None:
             logging_output.update(self.dni.pop_stats())  # known once the backward pass has run
         if not ignore_grad:
-            stop_if_diverged(logging_output, update_num + 1, len(self.dictionary))
+            stop_if_diverged(dict(logging_output, **read), update_num + 1, len(self.dictionary))
         return loss, sample_size, logging_output
 
     def optimizer_step(self, optimizer, model, update_num):

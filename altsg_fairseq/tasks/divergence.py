@@ -1,8 +1,28 @@
 """A training run that diverges stops with one line, before it saves another checkpoint."""
 
 import math
+from typing import Dict, List, Sequence
+
+import torch
+from torch import Tensor
 
 from ..errors import UsageError
+
+READ = ("nll_loss", "loss", "ntokens")  # what stop_if_diverged reads of a logging output
+
+
+def loss_values(logging_output: dict) -> Dict[str, Tensor]:
+    """The values ``stop_if_diverged`` reads that are device tensors, to be read
+    on the host in one transfer (with ``read_on_host``, or with the synthesizer's
+    verdicts: ``BackwardInterface.settle``) instead of one each."""
+    return {k: logging_output[k] for k in READ if torch.is_tensor(logging_output.get(k))}
+
+
+def read_on_host(values: Sequence[Tensor]) -> List[float]:
+    """0-dim tensors of one device -> Python floats, in one transfer (none for no values)."""
+    if not values:
+        return []
+    return torch.stack([v.detach().to(torch.float64) for v in values]).tolist()
 
 
 def stop_if_diverged(logging_output: dict, update: int, dictionary_size: int) -> None:
@@ -10,7 +30,8 @@ def stop_if_diverged(logging_output: dict, update: int, dictionary_size: int) ->
     (a perplexity above the dictionary size squared: no run that learns gets there).
 
     logging_output: the criterion's, with the summed loss in nats ("nll_loss",
-    else "loss") and "ntokens"; update: the update's number, for the message.
+    else "loss") and "ntokens" (numbers or tensors: ``loss_values`` names the
+    tensors to read first); update: the update's number, for the message.
     """
     summed = logging_output.get("nll_loss", logging_output.get("loss", 0.0))
     nats = float(summed) / max(float(logging_output.get("ntokens", 1)), 1.0)
