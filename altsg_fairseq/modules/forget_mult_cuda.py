@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
@@ -164,17 +165,45 @@ def chunk_length(T: int, N: int):
     return max(32, int(math.ceil(math.sqrt(T))))
 
 
-def _launch(name, count, t, *args):
-    cupy = cupy_or_none()
-
-    def arg(a):
+def arguments(args) -> tuple:
+    """A launch's arguments as the kernels take them: a tensor's device address as a
+    numpy.uint64 (CuPy passes any 8-byte NumPy scalar as those 8 bytes: a pointer),
+    an int as numpy.int32. No DLPack export: nothing is built per tensor but the
+    number. Every tensor must be contiguous (the kernels index them densely) and on
+    the device of the first; ``ValueError`` otherwise."""
+    device = None
+    out = []
+    for a in args:
         if isinstance(a, torch.Tensor):
-            return cupy.from_dlpack(a.detach())
-        return cupy.int32(a)
+            device = device or a.device
+            if a.device != device or not a.is_contiguous():
+                raise ValueError(f"forget-mult kernel arguments must be contiguous tensors on {device}, "
+                                 f"got one of shape {tuple(a.shape)} strides {a.stride()} on {a.device}")
+            out.append(np.uint64(a.data_ptr()))
+        else:
+            out.append(np.int32(a))
+    return tuple(out)
 
-    stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(t.device).cuda_stream)
+
+@functools.lru_cache(maxsize=None)
+def _stream(device_index: int, pointer: int):
+    """CuPy's handle on PyTorch's CUDA stream ``pointer`` (PyTorch keeps its streams for the
+    process's lifetime, so one handle per stream serves every launch)."""
+    import cupy
+
+    with cupy.cuda.Device(device_index):
+        return cupy.cuda.ExternalStream(pointer)
+
+
+def _launch(name, count, t, *args):
+    """Launch kernel ``name`` over ``count`` threads on PyTorch's current stream of t's device.
+    The tensors stay alive in the caller until the launch is queued; the caching allocator
+    hands their memory to later work on the same stream only, which runs after the kernel."""
+    cupy = cupy_or_none()
+    kernel = _kernel(name, t)
+    stream = _stream(t.device.index, torch.cuda.current_stream(t.device).cuda_stream)
     with cupy.cuda.Device(t.device.index), stream:
-        _kernel(name, t)(((count + THREADS - 1) // THREADS,), (THREADS,), tuple(arg(a) for a in args))
+        kernel(((count + THREADS - 1) // THREADS,), (THREADS,), arguments(args))
 
 
 def _scan_buffers(T: int, N: int, L: int, device):
