@@ -30,7 +30,7 @@ class _SummedCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: Tensor, target: Tensor) -> Tensor:
         n, vocab = logits.shape
-        lse = torch.empty(n, dtype=_wide(logits[:0]).dtype)
+        lse = torch.empty(n, dtype=_wide(logits[:0]).dtype, device=logits.device)
         for i, j in _rows(n, vocab):
             lse[i:j] = torch.logsumexp(_wide(logits[i:j]), dim=1)
         picked = _wide(logits.gather(1, target.unsqueeze(1)).squeeze(1))
@@ -44,7 +44,7 @@ class _SummedCrossEntropy(torch.autograd.Function):
         out = torch.empty_like(logits)
         for i, j in _rows(n, vocab):
             p = _wide(logits[i:j]).sub(lse[i:j, None]).exp_()  # softmax (a fresh tensor: never the logits)
-            p[torch.arange(j - i), target[i:j]] -= 1.0
+            p[torch.arange(j - i, device=p.device), target[i:j]] -= 1.0
             out[i:j] = p.mul_(grad)
         return out, None
 
