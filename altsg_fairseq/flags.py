@@ -9,7 +9,7 @@ def epochs_as_lists(parser, names: Iterable[str]) -> None:
     """Let list-of-epochs flags take space-separated values (--restart-base 160 320).
 
     fairseq turns a dataclass ``List[int]`` field into a flag that takes one
-    comma-separated string; the seed's flags take several values.
+    comma-separated string; alternate_sg's flags take several values.
     """
     names = set(names)
     for action in parser._actions:

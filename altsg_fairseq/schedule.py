@@ -1,4 +1,4 @@
-"""Epoch schedules of the reference (section 6): warm restarts and phases.
+"""Epoch schedules of the original code (docs/method.md#schedules): warm restarts and phases.
 
 Epochs are 1-based. ``bases`` is ``--restart-base``: one value B restarts
 after epochs B, 2B, 4B, ... (cycles of B, B, 2B, 4B, ...); several values are

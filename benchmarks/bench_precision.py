@@ -45,7 +45,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "examples", "paper"))
-from bench_throughput import BIN, REPO, SAMPLE, SEED_WORDS_PER_SECOND, SMALL, binarize, env, run_together  # noqa: E402
+from bench_throughput import BIN, REPO, SAMPLE, ORIGINAL_WORDS_PER_SECOND, SMALL, binarize, env, run_together  # noqa: E402
 import recipes  # noqa: E402
 
 PTB_TRAIN_TOKENS, PTB_EPOCHS = 929_589, 320
@@ -159,8 +159,8 @@ def small(data, updates):
     outputs = run_together([train(data, base, True, ["--max-update", str(updates)]) for _ in range(2)])
     per_job = [20 * 35 / step_seconds(o) for o in outputs]
     print(f"two bfloat16 jobs side by side, one thread each: {', '.join(f'{w:,.0f}' for w in per_job)} words/s = "
-          f"{', '.join(f'{w / SEED_WORDS_PER_SECOND:.2f}x' for w in per_job)} the original code's "
-          f"{SEED_WORDS_PER_SECOND:,}")
+          f"{', '.join(f'{w / ORIGINAL_WORDS_PER_SECOND:.2f}x' for w in per_job)} the original code's "
+          f"{ORIGINAL_WORDS_PER_SECOND:,}")
 
 
 def quality(data, seeds, epochs):

@@ -2,9 +2,9 @@
 
     python benchmarks/bench_step.py [--config paper|small] [--steps 4]
 
-``paper``: the seed's model (qrnn_lm_ptb: 4 x 1550, emsize 400, 10,000
+``paper``: the published model (qrnn_lm_ptb: 4 x 1550, emsize 400, 10,000
 words; batch 20, bptt 200) and the QRNN 50 x 1 synthesizer over its 121,000
-carried state numbers. ``small``: the seed's small configuration (qrnn_lm
+carried state numbers. ``small``: the original code's small configuration (qrnn_lm
 2 x 200, emsize 200, bptt 35) with a GRU 50 x 1 synthesizer. Both built
 through fairseq's registries; a step is forward + backward + clipping + both
 optimiser steps on random tokens (adam_l2, as the recipes), through the

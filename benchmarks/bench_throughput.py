@@ -2,7 +2,7 @@
 
     python benchmarks/bench_throughput.py [--text DIR] [--rounds 3] [--updates 150]
 
-The seed's small configuration (qrnn_lm --embed-dim 200 --hidden-dim 200
+The original code's small configuration (qrnn_lm --embed-dim 200 --hidden-dim 200
 --num-layers 2, batch 20, --bptt 35, adam_l2 1e-3 with weight decay 1.2e-6,
 clipping 0.25, AWD dropouts, a 10,000-word vocabulary), one thread per
 process (OMP_NUM_THREADS=1, MKL_NUM_THREADS=1) and no other variable set, on
@@ -36,7 +36,7 @@ import tempfile
 REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 BIN = os.path.dirname(os.path.abspath(sys.executable))
 SAMPLE = os.path.join(REPO, "examples", "sample_corpus")
-SEED_WORDS_PER_SECOND = 2200  # the seed's own code, this configuration, one thread, this machine type (the issue's)
+ORIGINAL_WORDS_PER_SECOND = 2200  # the original code (alternate_sg), this configuration, one thread, this machine type
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 SMALL = ["--arch", "qrnn_lm", "--embed-dim", "200", "--hidden-dim", "200", "--num-layers", "2", "--bptt", "35",
          "--optimizer", "adam_l2", "--lr", "1e-3", "--weight-decay", "1.2e-6", "--clip-norm", "0.25"]
@@ -151,8 +151,8 @@ def main():
     ratios = {
         "fairseq / plain, quiet": [row["fairseq quiet"] / row["plain quiet"] for row in rows],
         "fairseq / plain, two jobs": [row["fairseq two jobs"] / row["plain two jobs"] for row in rows],
-        f"fairseq two jobs / the seed's {SEED_WORDS_PER_SECOND:,}": [row["fairseq two jobs"] / SEED_WORDS_PER_SECOND
-                                                                      for row in rows],
+        f"fairseq two jobs / the original code's {ORIGINAL_WORDS_PER_SECOND:,}": [
+            row["fairseq two jobs"] / ORIGINAL_WORDS_PER_SECOND for row in rows],
         "2 workers / 1 worker": [row["2 workers"] / row["1 worker"] for row in rows],
     }
     print("\nwords/s, medians of the rounds (one thread per process):")

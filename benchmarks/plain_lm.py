@@ -1,4 +1,4 @@
-"""The seed's small QRNN language model trained by a plain PyTorch loop: no fairseq.
+"""The original code's small QRNN language model trained by a plain PyTorch loop: no fairseq.
 
     python benchmarks/plain_lm.py TEXT_DIR [--updates 150] [--warmup 20] [--profile]
 
@@ -89,7 +89,7 @@ def main():
         optimizer.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 0.25)
-        for group in optimizer.param_groups:  # the seed's lr scaling by window length
+        for group in optimizer.param_groups:  # the original code's lr scaling by window length
             group["lr"] = 1e-3 * length / args.bptt
         optimizer.step()
         return y.numel()

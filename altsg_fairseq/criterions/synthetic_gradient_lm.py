@@ -30,7 +30,8 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
 
     The returned loss is summed over target tokens, as fairseq expects:
     sum of cross-entropies + ntokens * (AR + TAR), so that divided by the
-    sample size it is the per-batch mean loss of the reference (section 2).
+    sample size it is the per-batch mean loss of the original code
+    (docs/method.md#the-awd-qrnn-language-model).
 
     With the task's synthetic-gradient method (``--use-sg``: ``task.dni``,
     the only thing read of the task), in training: the decoder's flat start
@@ -42,7 +43,7 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
 
     Args:
         task: the task (its ``dni`` is read, when it has one).
-        alpha, beta: the AR and TAR weights (the seed's 2 and 1).
+        alpha, beta: the AR and TAR weights (the original code's 2 and 1).
 
     Inputs:
         model: a ``qrnn_lm``; sample: a batch of the task's windows
@@ -106,7 +107,7 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
         return nll
 
     def activation_penalties(self, extra):
-        """AR and TAR of reference section 2, as 0-dim tensors."""
+        """AR and TAR (docs/method.md#the-awd-qrnn-language-model), as 0-dim tensors."""
         dropped, raw = (upcast(extra[k]) for k in ("dropped_last", "raw_last"))
         ar = self.alpha * dropped.pow(2).mean()
         if raw.size(0) > 1:

@@ -2,7 +2,8 @@
 
 As dni-pytorch's ``BackwardInterface`` is the whole DNI concept for one
 activation, this object is the whole method for a recurrent model's carried
-state (paper section 3; reference sections 4-6): it owns the synthesizer,
+state (paper section 3; docs/method.md#the-synthesizer,
+#the-single-backward-update and #schedules): it owns the synthesizer,
 its Adam optimiser, the phase (synthetic or real gradients), the
 synthesizer's recurrent state and the statistics of the current window.
 One training window of B rows, whose flat carried state has S numbers a row:
@@ -24,7 +25,7 @@ the host whether a prediction is finite).
 ``tokens`` is the number of target tokens the loss sums over, on all
 data-parallel workers together: it turns gradients of the summed loss into
 those of the per-token mean loss, the units the synthesizer learns in (the
-seed's loss is a mean).
+original code's loss is a mean).
 
 With data-parallel workers, each holding a block of the rows, the
 synthesizer runs over the states of ALL rows (``rows.gather``) and each
@@ -95,13 +96,13 @@ class BackwardInterface:
     Args:
         synthesizer: the ``Synthesizer`` (it is put in training mode).
         lr: the constant learning rate of the synthesizer's own Adam (the
-            seed's 1e-3); its weight decay is given at every ``step``.
+            original code's 1e-3); its weight decay is given at every ``step``.
         scale: factor of the synthetic gradient injected at the end state (0.1).
-        target: ``"paper"``: the seed's update, whose two backward passes
+        target: ``"paper"``: the original code's update, whose two backward passes
             give the synthesizer the output gradient 2 (2 g_hat - g_true) in
             synthetic phases and 2 (g_hat - g_true) in real ones;
             ``"dni"``: always 2 (g_hat - g_true).
-        frozen: never update the synthesizer (the seed's ``--fixsg``).
+        frozen: never update the synthesizer (alternate_sg's ``--fixsg``).
         rows: the data-parallel ``Rows`` (None: one worker).
         layer_sizes: how the S numbers of a flat state split into the
             model's layers (for per-layer statistics; None: one part).

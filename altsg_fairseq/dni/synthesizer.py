@@ -4,8 +4,8 @@ Given a language model's carried state, (B, S) numbers, the synthesizer
 predicts the gradient of the loss with respect to every one of them. Each
 number is treated alone ("element-wise", feature size 1): multiplied by noise
 from Normal(1, ``noise_std``) in training, mapped by Linear(1, hidden), run
-through a recurrent core and mapped back by Linear(hidden, 1) (reference
-section 4).
+through a recurrent core and mapped back by Linear(hidden, 1)
+(docs/method.md#the-synthesizer).
 
 Cores (``core``):
   * ``gru`` / ``lstm``: every state element is its own batch item, with its
@@ -32,7 +32,7 @@ class Synthesizer(nn.Module):
 
     Args:
         core: the recurrent core, one of ``CORES`` (``ValueError`` otherwise).
-        hidden: the core's hidden size (the seed's ``--sg_hidden_num``, 50).
+        hidden: the core's hidden size (alternate_sg's ``--sg_hidden_num``, 50).
         layers: the core's layers (``--sg_nlayers``, 1).
         dropout: dropout between the core's layers in training.
         noise_std: std of the multiplicative Normal(1, std) input noise in

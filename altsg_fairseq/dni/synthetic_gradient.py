@@ -1,4 +1,4 @@
-"""Where synthetic and real gradients meet, inside ONE backward pass (reference section 5).
+"""Where synthetic and real gradients meet, inside ONE backward pass (docs/method.md#the-single-backward-update).
 
 ``TrainSynthesizer.apply(state, g_hat, tokens, doubled, report)`` returns
 ``(state_out, probe)``. ``state_out`` equals ``state`` and replaces it in the
@@ -11,7 +11,7 @@ backward pass the gradient arriving at ``state_out`` is the true gradient
 
 the gradient of the per-token mean loss, and sends the synthesizer's output
 the regression gradient 2 * (k * g_hat - g_true) (k = 2 when ``doubled``: the
-seed's update in synthetic phases, where its two backward passes make the
+original code's update in synthetic phases, where its two backward passes make the
 prediction count twice; else k = 1). The gradient at ``state`` passes on
 unchanged. Once per backward pass it calls ``report(g_hat, g_true, flags)``
 (g_hat, g_true (B, S), detached; flags a (2,) bool tensor on their device:

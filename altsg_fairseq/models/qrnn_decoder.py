@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from ..errors import UsageError
 from ..modules import RecurrentStack, embedding_dropout, kept_state, locked_dropout, state_dtype
 
-# the vocabulary sizes above which the seed (AWD) splits its softmax, and its cutoffs
+# the vocabulary sizes above which the original code (AWD) splits its softmax, and its cutoffs
 SPLIT_SOFTMAX = [(500_000, [4200, 35000, 180000]), (75_000, [2800, 20000, 76000])]
 
 

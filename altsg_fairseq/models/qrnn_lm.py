@@ -18,8 +18,8 @@ LOG_PROB_FLOOR = -1e9
 
 @dataclass
 class QRNNLanguageModelConfig(FairseqDataclass):
-    rnn_type: ChoiceEnum(CELLS) = field(default="qrnn", metadata={"help": "recurrent core (the seed's --model QRNN|LSTM|GRU); weight drop acts on the QRNN linear weights or the LSTM/GRU hidden-to-hidden weights"})
-    embed_dim: int = field(default=256, metadata={"help": "embedding size (the seed's --emsize); the last layer has this size, as input and output embeddings are tied"})
+    rnn_type: ChoiceEnum(CELLS) = field(default="qrnn", metadata={"help": "recurrent core (alternate_sg's --model QRNN|LSTM|GRU); weight drop acts on the QRNN linear weights or the LSTM/GRU hidden-to-hidden weights"})
+    embed_dim: int = field(default=256, metadata={"help": "embedding size (alternate_sg's --emsize); the last layer has this size, as input and output embeddings are tied"})
     hidden_dim: int = field(default=256, metadata={"help": "hidden size of every recurrent layer but the last (--nhid)"})
     num_layers: int = field(default=2, metadata={"help": "number of recurrent layers (--nlayers)"})
     dropout: float = field(default=0.4, metadata={"help": "locked dropout on the last layer's output (--dropout)"})
@@ -28,7 +28,7 @@ class QRNNLanguageModelConfig(FairseqDataclass):
     dropout_embed: float = field(default=0.1, metadata={"help": "embedding dropout: drops whole word rows of the table (--dropoute)"})
     weight_drop: float = field(default=0.1, metadata={"help": "DropConnect on the recurrent weights (--wdrop)"})
     zoneout: float = field(default=0.0, metadata={"help": "zoneout on the QRNN forget gates (QRNN only)"})
-    adaptive_softmax_cutoff: Optional[str] = field(default=None, metadata={"help": "comma-separated cutoffs of fairseq's adaptive softmax, e.g. 2800,20000,76000 (the output is then not tied to the embedding); 'auto' (also when unset): full softmax below 75,000 types, the seed's split points above; 'none': always the full softmax"})
+    adaptive_softmax_cutoff: Optional[str] = field(default=None, metadata={"help": "comma-separated cutoffs of fairseq's adaptive softmax, e.g. 2800,20000,76000 (the output is then not tied to the embedding); 'auto' (also when unset): full softmax below 75,000 types, the original code's split points above; 'none': always the full softmax"})
     adaptive_softmax_dropout: float = field(default=0.0, metadata={"help": "dropout in the adaptive softmax's tail projections"})
     adaptive_softmax_factor: float = field(default=4.0, metadata={"help": "each adaptive softmax tail cluster's projection is this factor smaller than the previous one"})
 
@@ -39,7 +39,7 @@ class QRNNLanguageModel(FairseqLanguageModel):
     ``--rnn-type lstm|gru`` gives the AWD-LSTM/GRU with the same dropouts.
 
     Architectures: ``qrnn_lm`` (the config defaults: 2 x 256, fast on a CPU),
-    ``qrnn_lm_ptb`` and ``qrnn_lm_wt2`` (the seed's 4 x 1550, emsize 400).
+    ``qrnn_lm_ptb`` and ``qrnn_lm_wt2`` (the published 4 x 1550, emsize 400).
 
     Args:
         decoder: its ``QRNNDecoder``.
@@ -122,12 +122,12 @@ def _set_defaults(args, **defaults):
 
 @register_model_architecture("qrnn_lm", "qrnn_lm_ptb")
 def qrnn_lm_ptb(args):
-    """The seed's Penn Treebank model: 4 x 1550, emsize 400."""
+    """The published Penn Treebank model: 4 x 1550, emsize 400."""
     _set_defaults(args, embed_dim=400, hidden_dim=1550, num_layers=4, dropout_hidden=0.3)
 
 
 @register_model_architecture("qrnn_lm", "qrnn_lm_wt2")
 def qrnn_lm_wt2(args):
-    """The seed's WikiText-2 model: as PTB with --dropouth 0.2."""
+    """The published WikiText-2 model: as PTB with --dropouth 0.2."""
     _set_defaults(args, dropout_hidden=0.2)
     qrnn_lm_ptb(args)

@@ -25,7 +25,8 @@ class QRNNState(NamedTuple):
 
 
 class QRNNLayer(nn.Module):
-    """One QRNN layer with fo-pooling (Bradbury et al., 2017; reference section 2).
+    """One QRNN layer with fo-pooling (Bradbury et al., 2017;
+    docs/method.md#the-awd-qrnn-language-model).
 
     A linear map of the window's inputs (x_t, and x_{t-1} when ``window`` is
     2) gives Z (tanh), F (sigmoid) and O (sigmoid); then

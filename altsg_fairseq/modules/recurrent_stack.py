@@ -16,7 +16,7 @@ State = List[tuple]  # one NamedTuple (QRNNState or RNNState) per layer
 
 
 class RecurrentStack(nn.Module):
-    """``num_layers`` recurrent layers with the AWD regularisers (reference section 2).
+    """``num_layers`` recurrent layers with the AWD regularisers (docs/method.md#the-awd-qrnn-language-model).
 
     The state of the whole stack is a list of per-layer NamedTuples (QRNNState
     or RNNState). ``pack``/``unpack`` view the part that carries gradient as

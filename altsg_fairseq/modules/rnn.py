@@ -1,4 +1,4 @@
-"""LSTM and GRU layers with AWD weight drop, as the seed's ``--model LSTM|GRU``."""
+"""LSTM and GRU layers with AWD weight drop, as alternate_sg's ``--model LSTM|GRU``."""
 
 from typing import NamedTuple, Optional
 
@@ -20,7 +20,7 @@ class RNNLayer(nn.Module):
 
     Args:
         input_size, hidden_size: I and H.
-        cell: ``"lstm"`` or ``"gru"`` (``ValueError`` otherwise), the seed's
+        cell: ``"lstm"`` or ``"gru"`` (``ValueError`` otherwise), alternate_sg's
             ``--model LSTM|GRU``.
         weight_dropout: DropConnect on the hidden-to-hidden weight
             (``weight_hh_l0``, as AWD-LSTM's WeightDrop), training only.

@@ -1,7 +1,7 @@
 """``adam_l2``: PyTorch's Adam, whose weight decay is an L2 term added to the gradient.
 
 fairseq's ``adam`` decays weights decoupled from the gradient (as AdamW); the
-seed trains with ``torch.optim.Adam(weight_decay=...)``, where the decay goes
+original code (alternate_sg) trains with ``torch.optim.Adam(weight_decay=...)``, where the decay goes
 through Adam's moment estimates. Use this optimizer to reproduce it.
 """
 
@@ -21,7 +21,7 @@ from ..errors import UsageError
 class AdamL2Config(FairseqDataclass):
     adam_betas: str = field(default="(0.9, 0.999)", metadata={"help": "betas of Adam, as a Python tuple"})
     adam_eps: float = field(default=1e-8, metadata={"help": "epsilon of Adam"})
-    weight_decay: float = field(default=0.0, metadata={"help": "L2 penalty added to the gradient before Adam's moments (the seed's --wdecay)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "L2 penalty added to the gradient before Adam's moments (alternate_sg's --wdecay)"})
     lr: List[float] = II("optimization.lr")
 
 

@@ -165,7 +165,7 @@ def find(optimizer) -> Optional[NTASGD]:
 
 @dataclass
 class NTASGDConfig(FairseqDataclass):
-    weight_decay: float = field(default=0.0, metadata={"help": "L2 penalty added to the gradient (the seed's --wdecay; AWD: 1.2e-6)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "L2 penalty added to the gradient (alternate_sg's --wdecay; AWD: 1.2e-6)"})
     nonmono: int = field(default=5, metadata={"help": "switch to averaged SGD when a validation loss is worse than the best of all but the last N validations (awd-lstm-lm's --nonmono)"})
     average_from_start: bool = field(default=False, metadata={"help": "average from the first update (awd-lstm-lm's finetune.py: continue a trained checkpoint with averaged SGD)"})
     lr: List[float] = II("optimization.lr")

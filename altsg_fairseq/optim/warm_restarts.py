@@ -1,4 +1,4 @@
-"""``warm_restarts``: the reference's epoch-exact learning-rate schedule."""
+"""``warm_restarts``: the original code's epoch-exact learning-rate schedule (docs/method.md#schedules)."""
 
 import logging
 from dataclasses import dataclass, field

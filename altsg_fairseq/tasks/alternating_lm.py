@@ -182,7 +182,7 @@ class AlternatingLMTask(ContiguousRowData, PromptGeneration, FairseqTask):
 
     def optimizer_step(self, optimizer, model, update_num):
         """Step with the lr scaled by this update's window length / bptt; then
-        step the synthesizer (after the model, as the seed does)."""
+        step the synthesizer (after the model, as the original code does)."""
         with denormals_flushed(enabled=self.dni is not None):  # as train_step: Adam's moments of the injected gradient
             self._step(optimizer, model)
 
@@ -208,7 +208,7 @@ class AlternatingLMTask(ContiguousRowData, PromptGeneration, FairseqTask):
         optimizer.set_lr(lr)
         if self.dni is not None:
             # the synthesizer cannot join fairseq's one optimizer: its Adam has
-            # a constant lr and is not clipped with the model (the seed's)
+            # a constant lr and is not clipped with the model (as in the original code)
             weight_decay = optimizer.param_groups[0].get("weight_decay", 0.0)
             self.dni.step(weight_decay, windows, all_reduce=distributed.all_reduce_sum)
 

@@ -35,7 +35,7 @@ def fixed_windows(row_length: int, bptt: int, start: int = 0) -> List[Window]:
 
 
 def random_windows(row_length: int, bptt: int, rng: np.random.Generator, start: int = 0) -> List[Window]:
-    """The AWD training windows (reference section 1), from position ``start`` on.
+    """The AWD training windows (docs/method.md#data-and-training-windows), from position ``start`` on.
 
     The base length is ``bptt`` with probability 0.95, else ``bptt / 2``; the
     length is max(5, int(Normal(base, 5))), clipped to the end of the row.

@@ -1,4 +1,4 @@
-"""The per-epoch learning-curve CSV written beside the checkpoints (like the seed's log)."""
+"""The per-epoch learning-curve CSV written beside the checkpoints (like the original code's log)."""
 
 import csv
 import math
@@ -13,7 +13,7 @@ FILENAME = "curves.csv"
 
 
 class LearningCurve:
-    """One row of ``<save-dir>/curves.csv`` per epoch (reference section 7).
+    """One row of ``<save-dir>/curves.csv`` per epoch (docs/method.md#evaluation-and-outputs).
 
     ``begin_epoch`` starts the epoch's clock, ``set_lr`` notes its learning
     rate, and the first ``end_validation`` of the epoch writes the row:
@@ -54,7 +54,7 @@ class LearningCurve:
         if self.written or self.path is None:
             return
         self.written = True
-        # fairseq logs base-2 losses (bits); the CSV keeps the seed's nats
+        # fairseq logs base-2 losses (bits); the CSV keeps the original code's nats
         train_loss, valid_loss = train_bits * math.log(2), valid_bits * math.log(2)
         write_row(self.path, dict(self.row, seconds=time.time() - self.start, train_loss=train_loss,
                                   valid_loss=valid_loss, train_ppl=perplexity(train_loss), valid_ppl=perplexity(valid_loss),

@@ -17,7 +17,7 @@ def evaluation_rows(batch_size: Optional[int], max_tokens: Optional[int]) -> int
     """
     if batch_size is None and max_tokens is not None:
         raise UsageError(f"--max-tokens {max_tokens} does not apply to alternating_lm, which scores --batch-size "
-                         f"contiguous rows: pass --batch-size N (1 scores the split as one stream, the reference's test)")
+                         f"contiguous rows: pass --batch-size N (1 scores the split as one stream, the original code's test)")
     if batch_size is not None and max_tokens is not None:
         logger.warning(f"--max-tokens {max_tokens} is ignored: alternating_lm scores --batch-size {batch_size} rows")
     return batch_size or 1

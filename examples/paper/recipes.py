@@ -4,14 +4,15 @@
     python examples/paper/recipes.py ptb/alt-restart5 --data data-bin/ptb [--dry-run] [-- extra fairseq-train flags]
 
 Names: {ptb,wt2}/{bptt,dni,dni-restart160,dni-restart5,alt-restart160,alt-restart5}:
-the seed README's ten runs plus the two BPTT baselines (the same runs
-without the synthesizer), with exactly the seed's settings (reference
-section 8): QRNN 4 x 1550, emsize 400, QRNN synthesizer 50 x 1, sg dropout
-0.1, batch 20, bptt 200, Adam 1e-3, weight decay 1.2e-6, seed 42, 320
-epochs, wdrop 0.1, dropouti 0.4, dropouth 0.3 (PTB) / 0.2 (WT2), clip 0.2
-(PTB) / 0.25 (WT2). As published, the WikiText-2 alternating runs pass
---whenswitch 2 and the PTB ones do not. After training, fairseq-eval-lm
-scores checkpoint_best.pt on the test split with batch 1.
+the ten runs of alternate_sg's README plus the two BPTT baselines (the
+same runs without the synthesizer), with exactly the original code's
+settings (docs/method.md#published-configurations): QRNN 4 x 1550,
+emsize 400, QRNN synthesizer 50 x 1, sg dropout 0.1, batch 20, bptt 200,
+Adam 1e-3, weight decay 1.2e-6, seed 42, 320 epochs, wdrop 0.1, dropouti
+0.4, dropouth 0.3 (PTB) / 0.2 (WT2), clip 0.2 (PTB) / 0.25 (WT2). As
+published, the WikiText-2 alternating runs pass --whenswitch 2 and the
+PTB ones do not. After training, fairseq-eval-lm scores
+checkpoint_best.pt on the test split with batch 1.
 
 {ptb,wt2}/awd-qrnn: the baseline the paper compares with, awd-lstm-lm's
 QRNN as its README trains it (main.py, then finetune.py): SGD at lr 30
@@ -46,7 +47,7 @@ RESTARTS = {"160": ["160", "320"], "5": ["5"]}
 
 
 def run_flags(corpus: str, run: str):
-    """The seed command of one run, as fairseq-train flags (without data and save dir)."""
+    """The original code's command of one run, as fairseq-train flags (without data and save dir)."""
     flags = []
     if run != "bptt":
         flags += SG

@@ -3,9 +3,9 @@
     python examples/paper/study.py [--corpus wt2-slice|sample|DIR] [--configs ...] [--seeds 1 2 3] [--jobs 2]
                                    [--out runs/study] [--epochs 32] [--dry-run]
 
-Configurations (the seed's WikiText-2 flags, examples/paper/recipes.py, at the
-study's scale; synthetic gradients from epoch 2 on as in the seed's WikiText-2
-runs; restarts after --restart-base B, 2B, 4B, ...):
+Configurations (the published WikiText-2 flags, examples/paper/recipes.py, at
+the study's scale; synthetic gradients from epoch 2 on as in the published
+WikiText-2 runs; restarts after --restart-base B, 2B, 4B, ...):
 
   bptt           no synthesizer, constant lr                           (wt2/bptt)
   bptt-restarts  no synthesizer, cosine lr with warm restarts          the control: restarts without DNI
@@ -52,7 +52,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 BIN = os.path.dirname(os.path.abspath(sys.executable))
 sys.path.insert(0, HERE)
-import recipes  # noqa: E402  (the seed's runs as fairseq flags)
+import recipes  # noqa: E402  (the published runs as fairseq flags)
 
 CONFIGS = {
     "bptt": ("wt2/bptt", False, "BPTT"),

@@ -2,7 +2,7 @@
 # Binarize a directory of train.txt / valid.txt / test.txt (one sentence per
 # line, space-separated tokens) for the alternating_lm task:
 #   scripts/data/preprocess.sh TEXT_DIR DEST_DIR
-# As in the reference, the vocabulary is every type seen in the three splits;
+# As in the original code, the vocabulary is every type seen in the three splits;
 # fairseq-preprocess adds an end-of-sentence token to every line.
 set -euo pipefail
 text=${1:?usage: scripts/data/preprocess.sh TEXT_DIR DEST_DIR}

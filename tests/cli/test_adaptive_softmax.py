@@ -1,4 +1,4 @@
-"""Large vocabularies: fairseq's adaptive softmax in qrnn_lm (the seed splits its softmax above 75k types)."""
+"""Large vocabularies: fairseq's adaptive softmax in qrnn_lm (the original code splits its softmax above 75k types)."""
 
 import math
 import re
@@ -26,7 +26,7 @@ def big_vocab(tmp_path_factory):
     return data
 
 
-def test_above_75k_types_the_softmax_is_split_at_the_seeds_cutoffs(big_vocab):
+def test_above_75k_types_the_softmax_is_split_at_the_original_cutoffs(big_vocab):
     task, model, criterion = build(big_vocab)
     adaptive = model.decoder.adaptive_softmax
     assert len(task.dictionary) == 80_004

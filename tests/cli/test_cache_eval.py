@@ -1,4 +1,4 @@
-"""The neural cache pointer as an option of fairseq-eval-lm (reference section 7)."""
+"""The neural cache pointer as an option of fairseq-eval-lm (docs/method.md#evaluation-and-outputs)."""
 
 import re
 
@@ -31,7 +31,7 @@ def repeated(sample_bin, tmp_path_factory):
 def test_the_cache_lowers_perplexity_on_repeated_text(trained, repeated):
     checkpoint = trained[0] / "checkpoint_last.pt"
     plain, _ = perplexity(repeated, checkpoint)
-    seed_style, log = perplexity(repeated, checkpoint, "--cache-window", "60")  # the seed's theta and lambda
+    original_style, log = perplexity(repeated, checkpoint, "--cache-window", "60")  # the original code's theta and lambda
     assert "cache pointer on: window 60, theta 0.6625, lambda 0.1279, mixed in once it holds a full window" in log
     mixed, scored = (int(n.replace(",", "")) for n in
                      re.search(r"cache pointer was mixed into ([0-9,]+) of the ([0-9,]+) targets", log).groups())
@@ -39,7 +39,7 @@ def test_the_cache_lowers_perplexity_on_repeated_text(trained, repeated):
     early, _ = perplexity(repeated, checkpoint, "--cache-window", "60", "--cache-early")
     sharp, _ = perplexity(repeated, checkpoint, "--cache-window", "500", "--cache-early",
                           "--cache-theta", "1.0", "--cache-lambda", "0.5")
-    assert seed_style < plain and early < seed_style  # mixing from the second word gains more here
+    assert original_style < plain and early < original_style  # mixing from the second word gains more here
     assert sharp < early
     off, _ = perplexity(repeated, checkpoint, "--cache-window", "60", "--cache-lambda", "0")
     assert off == pytest.approx(plain, abs=1e-4)

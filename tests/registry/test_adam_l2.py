@@ -1,4 +1,4 @@
-"""``adam_l2``: the seed's Adam with L2 weight decay, through fairseq's optimizer registry."""
+"""``adam_l2``: the original code's Adam with L2 weight decay, through fairseq's optimizer registry."""
 
 import torch
 from fairseq.optim import build_optimizer

@@ -1,4 +1,4 @@
-"""qrnn_lm through fairseq's registries: the seed's sizes, carried state."""
+"""qrnn_lm through fairseq's registries: the published sizes, carried state."""
 
 import pytest
 import torch
@@ -7,7 +7,7 @@ from helpers import build_from_flags
 
 
 def build(tmp_path, arch, num_types, *extra):
-    """A model over a dictionary of ``num_types`` entries (the seed's vocabulary
+    """A model over a dictionary of ``num_types`` entries (the original code's vocabulary
     already holds <eos> and <unk>; fairseq adds <s> and <pad>: helpers.write_dictionary)."""
     task, model = build_from_flags(tmp_path, "--arch", arch, *extra, num_types=num_types)[1:3]
     assert len(task.dictionary) == num_types
@@ -18,8 +18,8 @@ def qrnn_params(inputs, hidden, window):
     return window * inputs * 3 * hidden + 3 * hidden
 
 
-def expected_seed_params(vocab):
-    """The seed's AWD-QRNN: 4 layers, 1550 hidden, emsize 400, tied decoder with bias."""
+def expected_published_params(vocab):
+    """The published AWD-QRNN: 4 layers, 1550 hidden, emsize 400, tied decoder with bias."""
     layers = (qrnn_params(400, 1550, 2) + 2 * qrnn_params(1550, 1550, 1) + qrnn_params(1550, 400, 1))
     return vocab * 400 + vocab + layers
 
@@ -28,11 +28,11 @@ def expected_seed_params(vocab):
 def test_parameter_counts(tmp_path, arch, vocab, approx):
     model = build(tmp_path, arch, vocab)
     count = sum(p.numel() for p in model.parameters())
-    assert count == expected_seed_params(vocab)
+    assert count == expected_published_params(vocab)
     assert abs(count - approx) < 0.005e6
 
 
-def test_architectures_set_the_seed_sizes(tmp_path):
+def test_architectures_set_the_published_sizes(tmp_path):
     ptb = build(tmp_path, "qrnn_lm_ptb", 100).decoder
     wt2 = build(tmp_path, "qrnn_lm_wt2", 100).decoder
     assert ptb.state_sizes == wt2.state_sizes == [1550, 1550, 1550, 400]

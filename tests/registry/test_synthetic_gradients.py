@@ -1,5 +1,6 @@
 """The single-backward meeting of synthetic and real gradients against the
-seed's procedure (reference section 5), written out independently here."""
+original code's procedure (docs/method.md#the-single-backward-update),
+written out independently here."""
 
 import copy
 
@@ -45,8 +46,8 @@ def own_packing(per_layer, base):
     return torch.cat([t for p in parts for t in p], 1)
 
 
-def seed_forward(model, synth, s, base, alpha=2.0, beta=1.0):
-    """The seed's forward: S(s_0) trained by a hook at s_0 that fires on every
+def original_forward(model, synth, s, base, alpha=2.0, beta=1.0):
+    """The original code's forward: S(s_0) trained by a hook at s_0 that fires on every
     backward pass (the DNI updater). Returns (mean loss, end state s_T)."""
     s0 = own_packing(model.decoder.carried_state_dict("train"), base).detach()
     torch.testing.assert_close(s0, model.decoder.start_state("train", False, B), rtol=0, atol=0)
@@ -62,18 +63,18 @@ def seed_forward(model, synth, s, base, alpha=2.0, beta=1.0):
     return loss, sT
 
 
-def seed_procedure(model, synth, s, base, synthetic: bool, scale=0.1):
-    """The seed: the injection as its own backward pass, then the loss's."""
-    loss, sT = seed_forward(model, synth, s, base)
+def original_procedure(model, synth, s, base, synthetic: bool, scale=0.1):
+    """The original code: the injection as its own backward pass, then the loss's."""
+    loss, sT = original_forward(model, synth, s, base)
     if synthetic:
         gT = synth(sT.detach()).detach()
         sT.backward(scale * gT, retain_graph=True)
     loss.backward()
 
 
-def seed_dni(model, synth, s, base, scale=0.1):
+def original_dni(model, synth, s, base, scale=0.1):
     """One backward of loss + injection, the hook firing once: 2 * (g_hat - g_total)."""
-    loss, sT = seed_forward(model, synth, s, base)
+    loss, sT = original_forward(model, synth, s, base)
     gT = synth(sT.detach()).detach()
     (loss + (scale * gT * sT).sum()).backward()
 
@@ -84,7 +85,7 @@ BASES += [(base, "qrnn", synthetic, "paper") for base in ["lstm", "gru"] for syn
 
 
 @pytest.mark.parametrize("base,core,synthetic,target", BASES)
-def test_single_backward_equals_the_seed(tmp_path, base, core, synthetic, target):
+def test_single_backward_equals_the_original_code(tmp_path, base, core, synthetic, target):
     """For every synthesizer core on the QRNN, and the QRNN synthesizer on
     LSTM and GRU base models (whose carried state is h and c / h)."""
     task, model, criterion = build(tmp_path, "--rnn-type", base, "--sg-type", core, "--sg-target", target)
@@ -112,9 +113,9 @@ def test_single_backward_equals_the_seed(tmp_path, base, core, synthetic, target
     synth.state = synth_state
     torch.manual_seed(1)
     if target == "paper" or not synthetic:
-        seed_procedure(model, synth, s, base, synthetic)
+        original_procedure(model, synth, s, base, synthetic)
     else:  # the textbook update: the hook sees the whole gradient once
-        seed_dni(model, synth, s, base)
+        original_dni(model, synth, s, base)
     for name, g in grads(model).items():
         torch.testing.assert_close(model_grads[name], g, rtol=1e-6, atol=1e-9, msg=name)
     assert synth_grads.keys() == grads(synth).keys()

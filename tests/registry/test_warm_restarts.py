@@ -1,4 +1,4 @@
-"""The warm_restarts lr scheduler through fairseq's registries (reference section 6)."""
+"""The warm_restarts lr scheduler through fairseq's registries (docs/method.md#schedules)."""
 
 import pytest
 import torch

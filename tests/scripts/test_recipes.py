@@ -1,4 +1,4 @@
-"""The recipes against the seed README's published commands, parsed independently."""
+"""The recipes against the published commands of alternate_sg's README, parsed independently."""
 
 import argparse
 import re
@@ -14,13 +14,13 @@ from helpers import REPO
 sys.path.insert(0, str(REPO / "examples" / "paper"))
 import recipes  # noqa: E402
 
-SEED_README = REPO.parent / "shared" / "seed" / "000_8044f28788ce47bf.txt"
+ORIGINAL_README = REPO.parent / "shared" / "seed" / "000_8044f28788ce47bf.txt"
 EXPNAMES = {"qrnn_sg": "dni", "qrnn_sg_restart_rb160": "dni-restart160", "qrnn_sg_restart_rb5": "dni-restart5",
             "qrnn_mixture_rb160": "alt-restart160", "qrnn_mixture_rb5": "alt-restart5"}
 
 
-def seed_commands():
-    """{recipe name: parsed seed main.py arguments} from the seed README."""
+def original_commands():
+    """{recipe name: parsed alternate_sg main.py arguments} from alternate_sg's README."""
     parser = argparse.ArgumentParser()
     for flag in ["--model", "--optimizer", "--expname", "--data", "--sgtype"]:
         parser.add_argument(flag)
@@ -35,7 +35,7 @@ def seed_commands():
     for flag in ["--cuda", "--use_sg", "--restart_lr", "--mixture"]:
         parser.add_argument(flag, action="store_true")
     found = {}
-    for line in SEED_README.read_text().splitlines():
+    for line in ORIGINAL_README.read_text().splitlines():
         m = re.search(r"`python3\.6 -u main\.py (.*)`", line)
         if m:
             args = parser.parse_args(shlex.split(m.group(1).replace("=", " ")))
@@ -52,29 +52,29 @@ def recipe_cfg(name, tmp_path):
     return convert_namespace_to_omegaconf(args)
 
 
-@pytest.mark.skipif(not SEED_README.exists(), reason="the seed README (../shared) is not beside the checkout")
-def test_recipes_reproduce_the_seed_commands(tmp_path):
-    seeds = seed_commands()
-    assert len(seeds) == 10
-    for name, seed in seeds.items():
+@pytest.mark.skipif(not ORIGINAL_README.exists(), reason="alternate_sg's README (../shared) is not beside the checkout")
+def test_recipes_reproduce_the_original_commands(tmp_path):
+    originals = original_commands()
+    assert len(originals) == 10
+    for name, original in originals.items():
         for variant, use_sg in [(name, True)] + ([(name.split("/")[0] + "/bptt", False)] if name.endswith("/dni") else []):
             cfg = recipe_cfg(variant, tmp_path)
             m, t = cfg.model, cfg.task
-            assert (m.embed_dim, m.hidden_dim, m.num_layers) == (seed.emsize, seed.nhid, seed.nlayers), variant
-            assert (m.dropout_input, m.dropout_hidden, m.weight_drop) == (seed.dropouti, seed.dropouth, seed.wdrop), variant
-            assert cfg.optimization.clip_norm == seed.clip and cfg.optimization.lr == [seed.lr]
-            assert cfg.dataset.batch_size == seed.batch_size and t.bptt == seed.bptt
-            assert cfg.common.seed == seed.seed and cfg.optimization.max_epoch == seed.epochs
-            # the seed's torch.optim.Adam: L2 weight decay (fairseq's adam decouples it)
-            assert cfg.optimizer._name == {"adam": "adam_l2"}[seed.optimizer] and cfg.optimizer.weight_decay == 1.2e-6
+            assert (m.embed_dim, m.hidden_dim, m.num_layers) == (original.emsize, original.nhid, original.nlayers), variant
+            assert (m.dropout_input, m.dropout_hidden, m.weight_drop) == (original.dropouti, original.dropouth, original.wdrop), variant
+            assert cfg.optimization.clip_norm == original.clip and cfg.optimization.lr == [original.lr]
+            assert cfg.dataset.batch_size == original.batch_size and t.bptt == original.bptt
+            assert cfg.common.seed == original.seed and cfg.optimization.max_epoch == original.epochs
+            # the original code's torch.optim.Adam: L2 weight decay (fairseq's adam decouples it)
+            assert cfg.optimizer._name == {"adam": "adam_l2"}[original.optimizer] and cfg.optimizer.weight_decay == 1.2e-6
             assert t.use_sg == use_sg
             if not use_sg:
                 continue
             assert (str(t.sg_type), t.sg_hidden, t.sg_layers, t.sg_dropout) == (
-                seed.sgtype.lower(), seed.sg_hidden_num, seed.sg_nlayers, seed.sg_dropout), name
-            assert list(t.whenswitch) == seed.whenswitch and t.mixture == seed.mixture, name
-            assert list(t.restart_base) == seed.restart_base, name
-            assert (cfg.lr_scheduler._name == "warm_restarts" and cfg.lr_scheduler.restart_lr) == seed.restart_lr, name
+                original.sgtype.lower(), original.sg_hidden_num, original.sg_nlayers, original.sg_dropout), name
+            assert list(t.whenswitch) == original.whenswitch and t.mixture == original.mixture, name
+            assert list(t.restart_base) == original.restart_base, name
+            assert (cfg.lr_scheduler._name == "warm_restarts" and cfg.lr_scheduler.restart_lr) == original.restart_lr, name
 
 
 def test_dry_run_prints_train_then_test_evaluation(capsys):

@@ -1,6 +1,7 @@
-"""The DNI wing in plain PyTorch: BackwardInterface against the seed's two-backward
-procedure (reference section 5, written out independently here), its statistics
-against hand-computed values, its optimiser step, its checkpoint state."""
+"""The DNI wing in plain PyTorch: BackwardInterface against the original code's
+two-backward procedure (docs/method.md#the-single-backward-update, written
+out independently here), its statistics against hand-computed values, its
+optimiser step, its checkpoint state."""
 
 import copy
 
@@ -50,8 +51,8 @@ def zero(*modules):
             p.grad = None
 
 
-def seed_window(lm, synth, inputs, target, first, synthetic, textbook, scale=0.1):
-    """The seed: S(s_0) trained by a hook at s_0 that fires on every backward pass;
+def original_window(lm, synth, inputs, target, first, synthetic, textbook, scale=0.1):
+    """The original code: S(s_0) trained by a hook at s_0 that fires on every backward pass;
     in synthetic phases the injection is its own, earlier backward pass (or, for
     the textbook update, part of the loss's one backward)."""
     s0 = lm.stack.pack(first).detach()
@@ -77,7 +78,7 @@ CASES = [(cell, core, synthetic, target) for cell in ["qrnn", "lstm", "gru"] for
 
 
 @pytest.mark.parametrize("cell,core,synthetic,target", CASES)
-def test_one_backward_equals_the_seeds_two(cell, core, synthetic, target):
+def test_one_backward_equals_the_original_two(cell, core, synthetic, target):
     lm, interface, inputs, target_tokens, first = setup(cell, core, target=target)
     synth = interface.synthesizer
     interface.synthetic = synthetic
@@ -96,7 +97,7 @@ def test_one_backward_equals_the_seeds_two(cell, core, synthetic, target):
     zero(lm, synth)
     synth.state = synth_state
     torch.manual_seed(1)
-    seed_window(lm, synth, inputs, target_tokens, first, synthetic, textbook=target == "dni")
+    original_window(lm, synth, inputs, target_tokens, first, synthetic, textbook=target == "dni")
     theirs = grads(lm, synth)
     assert mine.keys() == theirs.keys() and any(n.startswith("1.") for n in theirs)
     for name, g in theirs.items():

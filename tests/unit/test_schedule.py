@@ -1,4 +1,4 @@
-"""Schedules of reference section 6, against its worked example."""
+"""Schedules (docs/method.md#schedules), against its worked example."""
 
 import math
 

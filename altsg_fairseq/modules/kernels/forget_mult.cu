@@ -5,7 +5,7 @@
 // Running states of the scans are kept in double.
 //
 // Two designs:
-//  * sequential: one thread per column n walks all of T (the seed's design;
+//  * sequential: one thread per column n walks all of T (the original code's design;
 //    best when N is large);
 //  * chunked scan: time is cut into K chunks of L steps. The recurrence is
 //    linear, c_end = A * c_start + B over a chunk, so (1) every (chunk,
