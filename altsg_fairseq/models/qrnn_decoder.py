@@ -227,10 +227,3 @@ class QRNNDecoder(FairseqIncrementalDecoder):
 
     def max_positions(self):
         return int(1e9)
-
-    def upgrade_state_dict_named(self, state_dict, name):
-        """Checkpoints from before the LSTM/GRU cores kept the layers at decoder.layers."""
-        prefix = f"{name}." if name else ""
-        for key in [k for k in state_dict if k.startswith(f"{prefix}layers.")]:
-            state_dict[f"{prefix}rnn.{key[len(prefix):]}"] = state_dict.pop(key)
-        return state_dict

@@ -96,7 +96,6 @@ class QRNNLanguageModel(FairseqLanguageModel):
                 f"this one {mine.shape[0]} x {mine.shape[1]}: use the data directory (dict.txt) and --arch "
                 f"the checkpoint was trained with"
             )
-        self.upgrade_state_dict(state_dict)  # in place (fairseq does it again, harmlessly)
         own = {**dict(self.named_parameters()), **dict(self.named_buffers())}
         differ = [k for k, v in state_dict.items() if k in own and hasattr(v, "shape") and v.shape != own[k].shape]
         missing = sorted(set(own) - set(state_dict))
