@@ -57,7 +57,7 @@ class CachePointer(nn.Module):
 
     Outputs:
         (B, T, V) log(lam * p_cache + (1 - lam) * p_model), natural log, in
-        ``log_probs``' dtype. ``score_targets`` does the same for the targets only.
+        ``log_probs``' dtype.
     """
 
     def __init__(
@@ -108,20 +108,7 @@ class CachePointer(nn.Module):
         """
         if log_probs.dim() != 3:
             raise ValueError(f"log_probs must be (B, T, V), got {tuple(log_probs.shape)}")
-        return self._run(log_probs, hidden, target, full=True)
-
-    def score_targets(self, target_log_probs: Tensor, hidden: Tensor, target: Tensor) -> Tensor:
-        """The same as ``forward(...).gather(2, target)`` without any (B, T, V) work.
-
-        target_log_probs: (B, T) the model's log-probability of each target.
-        hidden: (B, T, H); target: (B, T). Returns (B, T) mixed log-probs of
-        the targets. Appends the window to the history like ``forward``.
-        """
-        if target_log_probs.dim() != 2:
-            raise ValueError(
-                f"target_log_probs must be (B, T), got {tuple(target_log_probs.shape)}"
-            )
-        return self._run(target_log_probs, hidden, target, full=False)
+        return self._run(log_probs, hidden, target)
 
     def extra_repr(self) -> str:
         extra = ", full_window_only=True" if self.full_window_only else ""
@@ -129,7 +116,7 @@ class CachePointer(nn.Module):
 
     # ------------------------------------------------------------ internals
 
-    def _run(self, lp: Tensor, hidden: Tensor, target: Tensor, full: bool) -> Tensor:
+    def _run(self, lp: Tensor, hidden: Tensor, target: Tensor) -> Tensor:
         B, T = lp.shape[:2]
         if hidden.dim() != 3 or hidden.shape[:2] != (B, T):
             raise ValueError(f"hidden must be (B, T, H) = ({B}, {T}, H), got {tuple(hidden.shape)}")
@@ -163,16 +150,15 @@ class CachePointer(nn.Module):
             out = torch.empty_like(lp)
             for t0 in range(0, T, self.chunk_size):
                 t1 = min(T, t0 + self.chunk_size)
-                out[:, t0:t1] = self._mix(lp[:, t0:t1], hidden[:, t0:t1], target[:, t0:t1],
-                                          keys, words, L, t0, start, full)
+                out[:, t0:t1] = self._mix(lp[:, t0:t1], hidden[:, t0:t1], keys, words, L, t0, start)
 
         self._append(keys, words, start + T)
         return out
 
-    def _mix(self, lp, query, target, keys, words, L, t0, start, full):
+    def _mix(self, lp, query, keys, words, L, t0, start):
         """Mixed log-probs for the queries t0 .. t0 + c - 1 of the window.
 
-        lp: (B, c, V) or (B, c); query: (B, c, H); target: (B, c);
+        lp: (B, c, V); query: (B, c, H);
         keys: (B, K, H) and words: (B, K) with K = L + T.
         """
         B, c = query.shape[:2]
@@ -201,17 +187,12 @@ class CachePointer(nn.Module):
         norm = norm.masked_fill(torch.isinf(norm), 0.0)  # rows with no key: all weights 0
         attn = (scores - norm).exp_()  # (B, c, K'), each row sums to 1 (or is all 0)
 
-        if full:
-            V = lp.size(2)
-            log_cache = torch.zeros(B, c, V, dtype=ctype, device=device)
-            log_cache.scatter_add_(2, w_win.unsqueeze(1).expand(B, c, w_win.size(1)), attn)
-        else:
-            hit = (w_win.unsqueeze(1) == target.to(torch.long).unsqueeze(2)).to(ctype)
-            log_cache = (attn * hit).sum(2)
+        log_cache = torch.zeros(B, c, lp.size(2), dtype=ctype, device=device)
+        log_cache.scatter_add_(2, w_win.unsqueeze(1).expand(B, c, w_win.size(1)), attn)
         log_cache.log_().add_(math.log(self.lam))
         mixed = torch.logaddexp(log_cache, lp.to(ctype) + math.log1p(-self.lam))
 
-        keep = ~has_history.view(1, c, *([1] * (lp.dim() - 2)))
+        keep = ~has_history.view(1, c, 1)
         return torch.where(keep, lp.to(ctype), mixed).to(lp.dtype)
 
     def _append(self, keys: Tensor, words: Tensor, seen: int) -> None:

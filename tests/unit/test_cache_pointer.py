@@ -155,17 +155,25 @@ def test_rows_are_independent():
         torch.testing.assert_close(together[b:b + 1], alone, rtol=1e-12, atol=1e-12)
 
 
-def test_score_targets_equals_gathered_forward():
+@pytest.mark.parametrize("chunk_size", [1024, 3])
+def test_targets_get_their_attention_mass(chunk_size):
+    # What eval-lm scores: the mixed probability of each target, read from
+    # forward's output, is lam * (the attention on past positions whose word
+    # is the target) + (1 - lam) * p_model(target), worked out from the target alone.
     log_probs, hidden, target = random_stream(3, 32, V=7, H=5, seed=7)
-    full = run_in_windows(CachePointer(window=6, lam=0.3), log_probs, hidden, target, LENGTHS)
-    cache, outs, t = CachePointer(window=6, lam=0.3), [], 0
-    for n in LENGTHS:
-        sl = slice(t, t + n)
-        tlp = log_probs[:, sl].gather(2, target[:, sl].unsqueeze(2)).squeeze(2)
-        outs.append(cache.score_targets(tlp, hidden[:, sl], target[:, sl]))
-        t += n
-    torch.testing.assert_close(torch.cat(outs, 1), full.gather(2, target.unsqueeze(2)).squeeze(2),
-                               rtol=1e-12, atol=1e-12)
+    window, theta, lam = 6, 0.6625, 0.3
+    cache = CachePointer(window=window, theta=theta, lam=lam, chunk_size=chunk_size)
+    got = run_in_windows(cache, log_probs, hidden, target, LENGTHS).gather(2, target.unsqueeze(2)).squeeze(2)
+    for b in range(3):
+        for n in range(32):
+            p_model = float(log_probs[b, n, target[b, n]].exp())
+            past = range(max(0, n - window), n)
+            if not past:
+                assert float(got[b, n]) == float(log_probs[b, n, target[b, n]])
+                continue
+            weights = torch.stack([theta * hidden[b, j] @ hidden[b, n] for j in past]).softmax(0)
+            hits = sum(float(w) for w, j in zip(weights, past) if target[b, j] == target[b, n])
+            assert float(got[b, n]) == pytest.approx(math.log(lam * hits + (1 - lam) * p_model), abs=1e-12)
 
 
 def test_cache_lowers_perplexity_on_repeated_words():
