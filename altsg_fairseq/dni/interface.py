@@ -156,8 +156,8 @@ class BackwardInterface:
         self._window = {"sg_steps": 1, "sg_elements": start.numel(), "sg_skipped": 0, "sg_on": int(self.synthetic),
                         **dict(zip(keys, zeros))}
         self._window_injected, self._injected = self._injected, None  # paired in this window's backward
-        doubled = self.target == "paper" and self.synthetic
-        return TrainSynthesizer.apply(start, g_hat, tokens, doubled, self._record)
+        prediction_counts_twice = self.target == "paper" and self.synthetic
+        return TrainSynthesizer.apply(start, g_hat, tokens, prediction_counts_twice, self._record)
 
     def inject(self, end: Tensor, tokens: float) -> Tensor:
         """A zero scalar to add to the loss; in synthetic phases its gradient at

@@ -1,6 +1,6 @@
 """Where synthetic and real gradients meet, inside ONE backward pass (docs/method.md#the-single-backward-update).
 
-``TrainSynthesizer.apply(state, g_hat, tokens, doubled, report)`` returns
+``TrainSynthesizer.apply(state, g_hat, tokens, prediction_counts_twice, report)`` returns
 ``(state_out, probe)``. ``state_out`` equals ``state`` and replaces it in the
 forward pass; ``probe`` is a zero scalar to be added to the loss. In the
 backward pass the gradient arriving at ``state_out`` is the true gradient
@@ -10,11 +10,11 @@ backward pass the gradient arriving at ``state_out`` is the true gradient
     g_true = grad(state_out) / (loss_scale * tokens)
 
 the gradient of the per-token mean loss, and sends the synthesizer's output
-the regression gradient 2 * (k * g_hat - g_true) (k = 2 when ``doubled``: the
-original code's update in synthetic phases, where its two backward passes make the
-prediction count twice; else k = 1). The gradient at ``state`` passes on
-unchanged. Once per backward pass it calls ``report(g_hat, g_true, flags)``
-(g_hat, g_true (B, S), detached; flags a (2,) bool tensor on their device:
+the regression gradient 2 * (k * g_hat - g_true): k = 2 when
+``prediction_counts_twice`` (the original code's update in synthetic phases,
+where its two backward passes make the prediction count twice), else k = 1.
+The gradient at ``state`` passes on unchanged. Once per backward pass it
+calls ``report(g_hat, g_true, flags)`` (g_hat, g_true (B, S), detached; flags a (2,) bool tensor on their device:
 [the loss had a non-zero scale, the error g_hat - g_true is finite]). Unless
 both hold the synthesizer gets a zero gradient (a dummy batch whose loss was
 zeroed, or a broken target or prediction). The backward pass reads nothing on
@@ -35,10 +35,10 @@ from torch import Tensor
 
 class TrainSynthesizer(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, state: Tensor, g_hat: Tensor, tokens: float, doubled: bool,
+    def forward(ctx, state: Tensor, g_hat: Tensor, tokens: float, prediction_counts_twice: bool,
                 report: Callable[[Tensor, Tensor, Tensor], None]):
         """state: (B, S) the segment's start state; g_hat: (B, S) its predicted gradient."""
-        ctx.tokens, ctx.doubled, ctx.report = tokens, doubled, report
+        ctx.tokens, ctx.prediction_counts_twice, ctx.report = tokens, prediction_counts_twice, report
         ctx.save_for_backward(g_hat)
         return state.clone(), state.new_zeros((), dtype=torch.float32)
 
@@ -56,7 +56,7 @@ class TrainSynthesizer(torch.autograd.Function):
         # e.g. a dummy batch with the loss zeroed; never train on a broken target or prediction
         flags = torch.stack([grad_probe.detach() != 0, torch.isfinite(g_hat - g_true).all()])
         ctx.report(g_hat.detach(), g_true.detach(), flags)
-        k = 2.0 if ctx.doubled else 1.0
+        k = 2.0 if ctx.prediction_counts_twice else 1.0
         return grad_state, torch.where(flags.all(), 2 * (k * g_hat - g_true), 0.0), None, None, None
 
 
