@@ -8,10 +8,10 @@ through a recurrent core and mapped back by Linear(hidden, 1)
 (docs/method.md#the-synthesizer).
 
 Cores (``core``):
-  * ``gru`` / ``lstm``: every state element is its own batch item, with its
-    own recurrent state carried from call to call (a sequence of length 1).
   * ``qrnn``: the B * S elements form ONE sequence (batch 1), so the
     recurrence runs across the elements; first layer window 2, zoneout 0.1.
+  * ``lstm`` / ``gru``: every state element is its own batch item, with its
+    own recurrent state carried from call to call (a sequence of length 1).
 The core's recurrent state persists across calls (detached each time) until
 ``reset_state()``.
 """
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..modules.qrnn import QRNNLayer, QRNNState
 
-CORES = ("qrnn", "gru", "lstm")
+CORES = ("qrnn", "lstm", "gru")  # the order of modules.CELLS
 
 
 class Synthesizer(nn.Module):
