@@ -18,7 +18,7 @@
                  GradScaler; fp16 is a .half() model (the synthesizer stays
                  float32, as fairseq's --fp16 leaves the task's modules) and a
                  static loss scale. Every window's statistics must be finite and
-                 no window skipped, and the synthesizer's encoder and core must
+                 no window skipped, and the synthesizer's input map and core must
                  get non-zero gradients.
 
 Every line goes to stdout and is appended to the report as it is written. Exit
@@ -286,7 +286,7 @@ def training(mode: str, windows: int, device: str = "cuda", sizes=(V, 400, 1550,
             loss.backward()
         stats = {k: float(v) for k, v in interface.pop_stats().items()}
         grads = {n: float(p.grad.abs().sum()) if p.grad is not None else 0.0
-                 for n, p in interface.synthesizer.named_parameters() if n.startswith(("encoder", "core"))}
+                 for n, p in interface.synthesizer.named_parameters() if n.startswith(("input_map", "core"))}
         if mode == "amp":
             scaler.unscale_(optimizer)
             scaler.step(optimizer)
@@ -304,13 +304,13 @@ def training(mode: str, windows: int, device: str = "cuda", sizes=(V, 400, 1550,
         say(f"  {mode} window {w + 1} ({'synthetic' if w else 'real'}): loss {float(loss.detach()) / ntokens:.3f} nats/token, "
             f"{ms:.0f} ms, sg_loss/element {stats.get('sg_loss', math.nan) / max(stats.get('sg_elements', 1), 1):.3g}, "
             f"|g_true|^2 {stats.get('sg_true_sq', math.nan):.3g}, skipped {stats.get('sg_skipped')}, "
-            f"synthesizer encoder+core |grad| {sum(grads.values()):.3g}")
+            f"synthesizer input_map+core |grad| {sum(grads.values()):.3g}")
         check(stats.get("sg_elements") == rows * S, f"{mode}: the window's statistics are missing ({sorted(stats)})")
         check(all(math.isfinite(v) for v in stats.values()), f"{mode} window {w + 1}: statistics not finite: {stats}")
         check(stats["sg_skipped"] == 0, f"{mode} window {w + 1}: the synthesizer's target was skipped (not finite)")
         check(stats["sg_true_sq"] > 0, f"{mode} window {w + 1}: the true gradient at the start state is exactly 0")
         zero = [n for n, g in grads.items() if not g > 0]
-        # (the first window starts from zeros: the encoder's weight gets no gradient there)
+        # (the first window starts from zeros: the input map's weight gets no gradient there)
         check(w == 0 or not zero, f"{mode} window {w + 1}: synthesizer parameters with zero gradient: {', '.join(zero)}")
         state = model.stack.pack(final).detach()
         template = map_state(final, lambda t: t.detach())

@@ -336,14 +336,14 @@ class BackwardInterface:
 
     @property
     def _dtype(self) -> torch.dtype:
-        return self.synthesizer.encoder.weight.dtype
+        return self.synthesizer.input_map.weight.dtype
 
     def _move_to(self, device: torch.device) -> None:
         """Move the synthesizer, its recurrent state and its optimizer's state to
         ``device``, the device of the state it is given: fairseq moves the model
         after the task has built this object (and a checkpoint may have been
         loaded into it on the CPU)."""
-        if device == self.synthesizer.encoder.weight.device:
+        if device == self.synthesizer.input_map.weight.device:
             return
         state = self.synthesizer.recurrent_state()
         self.synthesizer.to(device)

@@ -3,9 +3,9 @@
 Given a language model's carried state, (B, S) numbers, the synthesizer
 predicts the gradient of the loss with respect to every one of them. Each
 number is treated alone ("element-wise", feature size 1): multiplied by noise
-from Normal(1, ``noise_std``) in training, mapped by Linear(1, hidden), run
-through a recurrent core and mapped back by Linear(hidden, 1)
-(docs/method.md#the-synthesizer).
+from Normal(1, ``noise_std``) in training, mapped by Linear(1, hidden)
+(``input_map``), run through a recurrent core and mapped back by
+Linear(hidden, 1) (``output_map``) (docs/method.md#the-synthesizer).
 
 Cores (``core``):
   * ``qrnn``: the B * S elements form ONE sequence (batch 1), so the
@@ -56,8 +56,8 @@ class Synthesizer(nn.Module):
             raise ValueError(f"the synthesizer's hidden size and layers must be at least 1, got {hidden} and {layers}")
         self.core_type, self.hidden, self.num_layers = core, hidden, layers
         self.dropout, self.noise_std = dropout, noise_std
-        self.encoder = nn.Linear(1, hidden)
-        self.decoder = nn.Linear(hidden, 1)
+        self.input_map = nn.Linear(1, hidden)
+        self.output_map = nn.Linear(hidden, 1)
         if core == "qrnn":
             self.core = nn.ModuleList(
                 QRNNLayer(hidden, hidden, window=2 if n == 0 else 1, zoneout=zoneout) for n in range(layers)
@@ -68,7 +68,7 @@ class Synthesizer(nn.Module):
             for name, weight in self.core.named_parameters():
                 if name.startswith("weight"):
                     nn.init.orthogonal_(weight)
-        for linear in (self.encoder, self.decoder):
+        for linear in (self.input_map, self.output_map):
             nn.init.uniform_(linear.weight, -0.1, 0.1)
             nn.init.zeros_(linear.bias)
         self.state = None
@@ -77,6 +77,16 @@ class Synthesizer(nn.Module):
     def config(self) -> dict:
         """What a saved synthesizer must match to be loaded into this one."""
         return {"core": self.core_type, "hidden": self.hidden, "layers": self.num_layers}
+
+    # checkpoints written before input_map / output_map were named so
+    _OLD_NAMES = (("encoder.", "input_map."), ("decoder.", "output_map."))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Loads a state dict with the old names (encoder.*, decoder.*) as well: renames them first."""
+        for old, new in self._OLD_NAMES:
+            for key in [k for k in state_dict if k.startswith(prefix + old)]:
+                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def reset_state(self) -> None:
         self.state = None
@@ -91,7 +101,7 @@ class Synthesizer(nn.Module):
 
     def load_recurrent_state(self, tensors: List[Tensor]) -> None:
         """Inverse of ``recurrent_state``; tensors move to this module's device."""
-        device = self.encoder.weight.device
+        device = self.input_map.weight.device
         tensors = [t.to(device) for t in tensors]
         if not tensors:
             self.state = None
@@ -105,7 +115,7 @@ class Synthesizer(nn.Module):
         if self.training and self.noise_std > 0:
             values = values * torch.empty_like(values).normal_(1.0, self.noise_std)
         h = self._run_qrnn(values) if self.core_type == "qrnn" else self._run_rnn(values)
-        return self.decoder(h).view_as(carried)
+        return self.output_map(h).view_as(carried)
 
     def _run_qrnn(self, values: Tensor) -> Tensor:
         """values: (N, 1), one sequence of N elements. Returns (N, hidden)."""
@@ -124,10 +134,10 @@ class Synthesizer(nn.Module):
         return x.squeeze(1)
 
     def _first_qrnn_layer(self, layer: QRNNLayer, values: Tensor, state: Optional[QRNNState]):
-        """The first QRNN layer applied to x_t = encoder(v_t), without forming x.
+        """The first QRNN layer applied to x_t = input_map(v_t), without forming x.
 
         Its gates' pre-activations W [x_t; x_{t-1}] + b are affine in (v_t, v_{t-1}),
-        as the encoder maps one number: W1 (v_t w + e) + W2 (v_{t-1} w + e) + b
+        as input_map maps one number: W1 (v_t w + e) + W2 (v_{t-1} w + e) + b
         = v_t (W1 w) + v_{t-1} (W2 w) + (W1 e + b) + W2 e, where x_{-1} is the last
         call's last input (zeros at first). So they are one product of the (N, 5)
         columns [v_t, v_{t-1}, 1, t > 0, t == 0] with five rows of 3 x hidden
@@ -137,7 +147,7 @@ class Synthesizer(nn.Module):
         """
         hidden = self.hidden
         weight, bias = layer.linear.weight, layer.linear.bias  # no weight drop in the synthesizer's core
-        w, e = self.encoder.weight[:, 0], self.encoder.bias
+        w, e = self.input_map.weight[:, 0], self.input_map.bias
         w1, w2 = weight[:, :hidden], weight[:, hidden:]
         previous = None if state is None or state.prev_x is None else state.prev_x.detach().reshape(-1)
         rows = torch.stack([w1 @ w, w2 @ w, w1 @ e + bias, w2 @ e,
@@ -156,7 +166,7 @@ class Synthesizer(nn.Module):
 
         The core's equations (torch.nn.GRU's / LSTM's, with its parameters),
         written out so that the first layer's input projection W_ih x + b_ih of
-        x = encoder(v) = v w + e is the rank-1 (W_ih w) v + (W_ih e + b_ih): an
+        x = input_map(v) = v w + e is the rank-1 (W_ih w) v + (W_ih e + b_ih): an
         (N, 2) x (2, gates) product instead of (N, hidden) x (hidden, gates).
         """
         n_items = values.size(0)
@@ -166,7 +176,7 @@ class Synthesizer(nn.Module):
         for n in range(self.num_layers):
             w_ih, w_hh, b_ih, b_hh = (getattr(self.core, f"{k}_l{n}") for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
             if n == 0:
-                w, e = self.encoder.weight[:, 0], self.encoder.bias
+                w, e = self.input_map.weight[:, 0], self.input_map.bias
                 projection = torch.stack([w_ih @ w, w_ih @ e + b_ih])  # (2, gates)
                 gi = torch.cat([values, torch.ones_like(values)], 1) @ projection
             else:

@@ -164,7 +164,7 @@ def test_non_finite_synthetic_gradient_never_reaches_the_model(tmp_path):
     criterion(model, sample(tokens[:, : T + 1], True))[0].backward()
     zero(model, synthesizer)
     with torch.no_grad():
-        synthesizer.decoder.bias.fill_(float("nan"))  # force every prediction to NaN
+        synthesizer.output_map.bias.fill_(float("nan"))  # force every prediction to NaN
     loss, _, _ = criterion(model, sample(tokens[:, T:], False))
     loss.backward()
     log = task.dni.pop_stats()

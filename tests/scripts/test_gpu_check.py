@@ -45,7 +45,7 @@ def test_the_training_check_passes_on_a_toy_model(mode, tmp_path, monkeypatch):
 
 
 def test_the_training_check_fails_when_the_synthesizer_gets_no_gradient(tmp_path, monkeypatch):
-    """What the check exists for: a synthesizer whose encoder and core learn nothing (as when its
+    """What the check exists for: a synthesizer whose input map and core learn nothing (as when its
     target underflows under float16 autocast) stops it with one line."""
     from altsg_fairseq.dni import synthetic_gradient
 

@@ -59,8 +59,8 @@ def test_the_synthesizer_runs_in_float32_under_autocast(core, dtype):
     interface = BackwardInterface(synthesizer)
     # first bring the prediction to the true gradient's size, as a trained synthesizer's is
     with torch.no_grad():
-        synthesizer.decoder.weight.mul_(1e-6)
-        synthesizer.decoder.bias.zero_()
+        synthesizer.output_map.weight.mul_(1e-6)
+        synthesizer.output_map.bias.zero_()
     tiny_gradient_window(interface, dtype)  # a first window: the core's recurrent state is no longer zero
     interface.pop_stats()
     synthesizer.zero_grad(set_to_none=True)

@@ -124,9 +124,9 @@ def test_statistics_and_the_synthesizers_gradient_by_hand():
         for key, value in [("sg_hat_sq", g_hat.pow(2).sum()), ("sg_true_sq", g_true.pow(2).sum()),
                            ("sg_dot", (g_hat * g_true).sum())]:
             assert float(stats[key]) == pytest.approx(float(value), rel=1e-12), key
-        # the decoder's bias gets the sum over elements of the output gradient 2 (k g_hat - g_true)
+        # the output map's bias gets the sum over elements of the output gradient 2 (k g_hat - g_true)
         expected = float((2 * (k * g_hat - g_true)).sum())
-        assert float(synthesizer.decoder.bias.grad) == pytest.approx(expected, rel=1e-10)
+        assert float(synthesizer.output_map.bias.grad) == pytest.approx(expected, rel=1e-10)
         zero(synthesizer)
     assert interface.pop_stats() == {}
 
@@ -141,7 +141,7 @@ def test_nothing_is_injected_in_real_phases_and_a_broken_prediction_never_is():
     term.backward()
     assert float(term) == 0.0 and end.grad.abs().sum() > 0  # zero-valued, with a gradient
     with torch.no_grad():
-        interface.synthesizer.decoder.bias.fill_(float("nan"))
+        interface.synthesizer.output_map.bias.fill_(float("nan"))
     interface.wrap_start(torch.randn(2, 5), 10)
     assert not interface.inject(end, 10).requires_grad
     stats = interface.pop_stats()
@@ -333,8 +333,8 @@ def test_one_warning_when_the_injection_swamps_the_true_gradient(caplog):
 
 
 def reference_synthesizer(synthesizer, carried):
-    """The synthesizer as written plainly: encoder -> the core module (QRNN layers, or torch's GRU/LSTM) -> decoder."""
-    x = synthesizer.encoder(carried.reshape(-1, 1)).unsqueeze(1)  # (N, 1, hidden)
+    """The synthesizer as written plainly: input_map -> the core module (QRNN layers, or torch's GRU/LSTM) -> output_map."""
+    x = synthesizer.input_map(carried.reshape(-1, 1)).unsqueeze(1)  # (N, 1, hidden)
     if synthesizer.core_type == "qrnn":
         state = synthesizer.state or [None] * len(synthesizer.core)
         new = []
@@ -349,13 +349,13 @@ def reference_synthesizer(synthesizer, carried):
                                                    else synthesizer.state).size(1) == x.size(0)
         x, state = synthesizer.core(x, synthesizer.state if fits else None)
         synthesizer.state = tuple(t.detach() for t in state) if isinstance(state, tuple) else state.detach()
-    return synthesizer.decoder(x.squeeze(1)).view_as(carried)
+    return synthesizer.output_map(x.squeeze(1)).view_as(carried)
 
 
 @pytest.mark.parametrize("core", ["qrnn", "gru", "lstm"])
 @pytest.mark.parametrize("layers", [1, 2])
 def test_the_synthesizers_fast_first_layer_equals_the_plain_one(core, layers):
-    """Its first layer takes the rank-1 encoder output as two (QRNN window 2: five) columns;
+    """Its first layer takes the rank-1 input_map output as two (QRNN window 2: five) columns;
     outputs, carried state and gradients equal the plain modules', call after call."""
     torch.manual_seed(0)
     fast = Synthesizer(core, 6, layers=layers, dropout=0.0, noise_std=0.0).double().train()
@@ -375,3 +375,34 @@ def test_the_synthesizers_fast_first_layer_equals_the_plain_one(core, layers):
     plain_grads = torch.autograd.grad(reference_synthesizer(plain, x).sum(), list(plain.parameters()))
     for g, h in zip(fast_grads, plain_grads):
         torch.testing.assert_close(g, h, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("core", ["qrnn", "lstm", "gru"])
+def test_a_synthesizer_saved_with_the_old_map_names_loads(core):
+    """Checkpoints written before the rename name the maps encoder.* and decoder.*: they load
+    (alone and through BackwardInterface) and predict what the saved synthesizer predicts."""
+    torch.manual_seed(5)
+    saved = BackwardInterface(Synthesizer(core, hidden=4, noise_std=0.0))
+    train_once(saved, torch.randn(2, 3), torch.randn(2, 3))
+    saved.step()
+    state = saved.state_dict()
+    weights = state["synthesizer"]
+    old = {"encoder.weight": weights["input_map.weight"], "encoder.bias": weights["input_map.bias"],
+           "decoder.weight": weights["output_map.weight"], "decoder.bias": weights["output_map.bias"],
+           **{k: v for k, v in weights.items() if k.startswith("core.")}}
+    assert len(old) == len(weights)
+    recurrent = saved.synthesizer.recurrent_state()
+    assert recurrent
+    x = torch.randn(2, 3)
+    want = saved.synthesizer.eval()(x)
+
+    alone = Synthesizer(core, hidden=4, noise_std=0.0)
+    alone.load_state_dict(old)  # strict: no key missing or left over
+    alone.load_recurrent_state(recurrent)
+    assert torch.equal(alone.eval()(x), want)
+
+    other = BackwardInterface(Synthesizer(core, hidden=4, noise_std=0.0))
+    other.load_state_dict({**state, "synthesizer": old})
+    assert torch.equal(other.synthesizer.eval()(x), want)
+    assert sorted(old) == sorted(["encoder.weight", "encoder.bias", "decoder.weight", "decoder.bias",
+                                  *(k for k in weights if k.startswith("core."))])  # the caller's dict is kept
