@@ -12,6 +12,8 @@ import os
 import torch
 from fairseq.distributed import utils as distributed_utils
 
+from .flags import refuse_xla_without_torch_xla
+
 logger = logging.getLogger(__name__)
 
 
@@ -81,6 +83,8 @@ def infer_init_method(cfg, force_distributed=False) -> None:
     GPUs) and fairseq's legacy data-parallel wrapper (PyTorch's
     DistributedDataParallel as fairseq sets it up takes CUDA device ids).
     """
+    if getattr(cfg, "tpu", False):  # before fairseq spawns XLA processes for it
+        refuse_xla_without_torch_xla("--bf16 (or --memory-efficient-bf16, --tpu)")
     torchrun = all(key in os.environ for key in _TORCHRUN) and int(os.environ["WORLD_SIZE"]) > 1
     if not torchrun or torch.cuda.device_count() > 0 or cfg.distributed_init_method is not None:
         return _fairseq_infer_init_method(cfg, force_distributed)

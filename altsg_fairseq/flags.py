@@ -1,5 +1,6 @@
 """Flag helpers shared by the plugin's fairseq components (task, lr scheduler)."""
 
+import importlib.util
 from typing import Callable, Iterable
 
 from .errors import UsageError
@@ -23,3 +24,16 @@ def checked(check: Callable, *args, **kwargs):
         return check(*args, **kwargs)
     except ValueError as e:
         raise UsageError(str(e)) from None
+
+
+def refuse_xla_without_torch_xla(flags: str) -> None:
+    """One line for fairseq's --tpu where torch_xla is missing.
+
+    fairseq turns --bf16 (and --memory-efficient-bf16, which sets it) into
+    --tpu: an XLA device, no Slurm/torchrun detection, and with several
+    processes torch_xla's spawn (fairseq#4696); without torch_xla that is a
+    traceback, on CPUs and GPUs alike. ``flags`` names what the user gave."""
+    if importlib.util.find_spec("torch_xla") is None:
+        raise UsageError(f"{flags} make fairseq run on an XLA (TPU) device, which needs torch_xla: for mixed "
+                         f"precision use --amp instead (bfloat16 autocast on a CPU, float16 on a GPU)")
+

@@ -13,7 +13,7 @@ from omegaconf import II
 
 from ..dni import CORES, TARGETS
 from ..errors import UsageError
-from ..flags import checked
+from ..flags import checked, refuse_xla_without_torch_xla
 from ..modules.forget_mult import BackendUnavailable, check_backend
 from ..schedule import check_epochs
 
@@ -115,9 +115,7 @@ def check_evaluation_and_precision(cfg: AlternatingLMConfig) -> None:
     # fairseq turns --bf16 (and --memory-efficient-bf16, which sets it) into --tpu: an XLA device,
     # which needs torch_xla, and no Slurm/torchrun detection (fairseq#4696)
     if cfg.bf16 or cfg.memory_efficient_bf16:
-        flag = "--memory-efficient-bf16" if cfg.memory_efficient_bf16 else "--bf16"
-        raise UsageError(f"{flag} makes fairseq run on an XLA (TPU) device, which needs torch_xla: for mixed "
-                         f"precision use --amp instead (bfloat16 autocast on a CPU, float16 on a GPU)")
+        refuse_xla_without_torch_xla("--memory-efficient-bf16" if cfg.memory_efficient_bf16 else "--bf16")
     half = [flag for flag, on in [("--memory-efficient-fp16", cfg.memory_efficient_fp16), ("--fp16", cfg.fp16)] if on]
     if half and on_cpu(cfg):
         raise UsageError(f"{half[0]} needs a GPU (fairseq's float16 training runs on CUDA devices); "

@@ -21,9 +21,11 @@ def one_line_error(proc, message):
     ("fp16 on a CPU", ["--fp16"], "--fp16 needs a GPU"),
     ("memory-efficient fp16 on a CPU", ["--memory-efficient-fp16"], "--memory-efficient-fp16 needs a GPU"),
     # fairseq turns --bf16 into --tpu (an XLA device): refused on any machine, pointing to --amp
-    ("bf16", ["--bf16"], "--bf16 makes fairseq run on an XLA (TPU) device"),
-    ("memory-efficient bf16", ["--memory-efficient-bf16"], "--memory-efficient-bf16 makes fairseq run on an XLA"),
+    ("bf16", ["--bf16"], "make fairseq run on an XLA (TPU) device, which needs torch_xla"),
+    ("memory-efficient bf16", ["--memory-efficient-bf16"], "make fairseq run on an XLA (TPU) device"),
     ("bf16 with amp", ["--bf16", "--amp"], "for mixed precision use --amp instead"),
+    # several processes: fairseq would spawn them through torch_xla before any task is set up
+    ("bf16 on two processes", ["--bf16", "--distributed-world-size", "2"], "use --amp instead"),
     ("save dir is a file", ["--save-dir", "{file}"], "cannot write checkpoints to --save-dir"),
     ("save dir cannot be made", ["--save-dir", "/proc/altsg-checkpoints"], "cannot write checkpoints to --save-dir"),
     ("restore file missing", ["--restore-file", "{tmp}/nope.pt"], "--restore-file {tmp}/nope.pt: no such file"),
