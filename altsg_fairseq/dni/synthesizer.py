@@ -100,9 +100,10 @@ class Synthesizer(nn.Module):
         return list(self.state) if isinstance(self.state, tuple) else [self.state]
 
     def load_recurrent_state(self, tensors: List[Tensor]) -> None:
-        """Inverse of ``recurrent_state``; tensors move to this module's device."""
+        """Inverse of ``recurrent_state``; tensors move to this module's device (the None
+        of a QRNN layer that keeps no previous input stays None)."""
         device = self.input_map.weight.device
-        tensors = [t.to(device) for t in tensors]
+        tensors = [None if t is None else t.to(device) for t in tensors]
         if not tensors:
             self.state = None
         elif self.core_type == "qrnn":

@@ -378,11 +378,12 @@ def test_the_synthesizers_fast_first_layer_equals_the_plain_one(core, layers):
 
 
 @pytest.mark.parametrize("core", ["qrnn", "lstm", "gru"])
-def test_a_synthesizer_saved_with_the_old_map_names_loads(core):
+@pytest.mark.parametrize("layers", [1, 2])
+def test_a_synthesizer_saved_with_the_old_map_names_loads(core, layers):
     """Checkpoints written before the rename name the maps encoder.* and decoder.*: they load
     (alone and through BackwardInterface) and predict what the saved synthesizer predicts."""
     torch.manual_seed(5)
-    saved = BackwardInterface(Synthesizer(core, hidden=4, noise_std=0.0))
+    saved = BackwardInterface(Synthesizer(core, hidden=4, layers=layers, noise_std=0.0))
     train_once(saved, torch.randn(2, 3), torch.randn(2, 3))
     saved.step()
     state = saved.state_dict()
@@ -396,12 +397,12 @@ def test_a_synthesizer_saved_with_the_old_map_names_loads(core):
     x = torch.randn(2, 3)
     want = saved.synthesizer.eval()(x)
 
-    alone = Synthesizer(core, hidden=4, noise_std=0.0)
+    alone = Synthesizer(core, hidden=4, layers=layers, noise_std=0.0)
     alone.load_state_dict(old)  # strict: no key missing or left over
     alone.load_recurrent_state(recurrent)
     assert torch.equal(alone.eval()(x), want)
 
-    other = BackwardInterface(Synthesizer(core, hidden=4, noise_std=0.0))
+    other = BackwardInterface(Synthesizer(core, hidden=4, layers=layers, noise_std=0.0))
     other.load_state_dict({**state, "synthesizer": old})
     assert torch.equal(other.synthesizer.eval()(x), want)
     assert sorted(old) == sorted(["encoder.weight", "encoder.bias", "decoder.weight", "decoder.bias",
