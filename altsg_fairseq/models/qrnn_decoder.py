@@ -11,6 +11,11 @@ from torch import Tensor, nn
 from ..errors import UsageError
 from ..modules import RecurrentStack, embedding_dropout, kept_state, locked_dropout, state_dtype
 
+# The recurrence reads sequences of any length. fairseq wants a number from a
+# decoder (its SequenceGenerator takes min() over the models' limits), so "no
+# limit" is this one, and the task says the same (AlternatingLMTask.max_positions).
+NO_LENGTH_LIMIT = 10**9
+
 # the vocabulary sizes above which the original code (AWD) splits its softmax, and its cutoffs
 SPLIT_SOFTMAX = [(500_000, [4200, 35000, 180000]), (75_000, [2800, 20000, 76000])]
 
@@ -226,4 +231,4 @@ class QRNNDecoder(FairseqIncrementalDecoder):
         self.set_incremental_state(incremental_state, "state", saved)
 
     def max_positions(self):
-        return int(1e9)
+        return NO_LENGTH_LIMIT

@@ -100,3 +100,13 @@ def test_every_temperature_samples_and_a_tiny_one_is_greedy(tmp_path):
     sampled = generate(task, model, prompts, beam=1, sampling=True)
     for hypo, ref, prompt in zip(sampled, greedy, prompts):  # the forced prompt words keep their true scores
         torch.testing.assert_close(hypo[0]["positional_scores"][: len(prompt)], ref[0]["positional_scores"][: len(prompt)])
+
+
+def test_task_and_model_state_the_same_length_limit(tmp_path):
+    """The recurrence has no length limit: the task and the model give fairseq the same large number
+    (a number, not None: SequenceGenerator takes min() over the models' limits)."""
+    from fairseq.utils import resolve_max_positions
+
+    task, model = build(tmp_path, "qrnn")
+    assert task.max_positions() == model.max_positions() == EnsembleModel([model]).max_decoder_positions() == 10**9
+    assert resolve_max_positions(task.max_positions(), model.max_positions()) == 10**9
