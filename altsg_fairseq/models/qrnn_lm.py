@@ -28,7 +28,7 @@ class QRNNLanguageModelConfig(FairseqDataclass):
     dropout_embed: float = field(default=0.1, metadata={"help": "embedding dropout: drops whole word rows of the table (--dropoute)"})
     weight_drop: float = field(default=0.1, metadata={"help": "DropConnect on the recurrent weights (--wdrop)"})
     zoneout: float = field(default=0.0, metadata={"help": "zoneout on the QRNN forget gates (QRNN only)"})
-    adaptive_softmax_cutoff: Optional[str] = field(default=None, metadata={"help": "comma-separated cutoffs of fairseq's adaptive softmax, e.g. 2800,20000,76000 (the output is then not tied to the embedding); 'auto' (also when unset): full softmax below 75,000 types, the original code's split points above; 'none': always the full softmax"})
+    adaptive_softmax_cutoff: Optional[str] = field(default=None, metadata={"help": "adaptive softmax cutoffs, e.g. 2800,20000,76000 (untied output embedding); 'auto'/unset: the original code's above 75,000 types, else full; 'none': full"})
     adaptive_softmax_dropout: float = field(default=0.0, metadata={"help": "dropout in the adaptive softmax's tail projections"})
     adaptive_softmax_factor: float = field(default=4.0, metadata={"help": "each adaptive softmax tail cluster's projection is this factor smaller than the previous one"})
 
