@@ -10,6 +10,7 @@ from helpers import REPO
 PACKAGE = REPO / "altsg_fairseq"
 GROUND = ("modules",)  # pure PyTorch building blocks
 PURE = ("modules", "dni")  # no fairseq, nothing from the glue
+BELOW_TASKS = ("models", "optim", "criterions")  # fairseq components the task uses, never the other way
 
 
 def module_name(path):
@@ -58,6 +59,16 @@ def test_pure_wings_import_no_fairseq_and_nothing_above_them():
             assert not target.startswith("fairseq"), f"{name} imports {target}"
             if target.startswith("altsg_fairseq"):
                 assert any(target == a or target.startswith(a + ".") for a in allowed), f"{name} imports {target}"
+
+
+def test_models_optimizers_and_criterions_import_nothing_from_tasks():
+    _, files = graph()
+    checked = [name for name in files if name.split(".")[1:2] and name.split(".")[1] in BELOW_TASKS]
+    assert {name.split(".")[1] for name in checked} == set(BELOW_TASKS)
+    for name in checked:
+        for target in imports(files[name]):
+            assert not (target == "altsg_fairseq.tasks" or target.startswith("altsg_fairseq.tasks.")), \
+                f"{name} imports {target}"
 
 
 def test_no_circles():
