@@ -1,6 +1,11 @@
-"""The recipes against the published commands of alternate_sg's README, parsed independently."""
+"""The recipes against the published commands of alternate_sg's README, parsed independently.
+
+tests/data/published_runs.json holds the ten published main.py commands as main.py parses
+them; where alternate_sg's README is beside the checkout (../shared), a second test parses it
+again and compares."""
 
 import argparse
+import json
 import re
 import shlex
 import sys
@@ -14,9 +19,15 @@ from helpers import REPO
 sys.path.insert(0, str(REPO / "examples" / "paper"))
 import recipes  # noqa: E402
 
+PUBLISHED_RUNS = REPO / "tests" / "data" / "published_runs.json"
 ORIGINAL_README = REPO.parent / "shared" / "seed" / "000_8044f28788ce47bf.txt"
 EXPNAMES = {"qrnn_sg": "dni", "qrnn_sg_restart_rb160": "dni-restart160", "qrnn_sg_restart_rb5": "dni-restart5",
             "qrnn_mixture_rb160": "alt-restart160", "qrnn_mixture_rb5": "alt-restart5"}
+
+
+def published_runs():
+    """{recipe name: alternate_sg main.py arguments} of the ten published runs (the fixture)."""
+    return {name: argparse.Namespace(**args) for name, args in json.loads(PUBLISHED_RUNS.read_text())["runs"].items()}
 
 
 def original_commands():
@@ -52,10 +63,9 @@ def recipe_cfg(name, tmp_path):
     return convert_namespace_to_omegaconf(args)
 
 
-@pytest.mark.skipif(not ORIGINAL_README.exists(), reason="alternate_sg's README (../shared) is not beside the checkout")
 def test_recipes_reproduce_the_original_commands(tmp_path):
-    originals = original_commands()
-    assert len(originals) == 10
+    originals = published_runs()
+    assert len(originals) == 10 and len({o.expname for o in originals.values()}) == 10
     for name, original in originals.items():
         for variant, use_sg in [(name, True)] + ([(name.split("/")[0] + "/bptt", False)] if name.endswith("/dni") else []):
             cfg = recipe_cfg(variant, tmp_path)
@@ -75,6 +85,11 @@ def test_recipes_reproduce_the_original_commands(tmp_path):
             assert list(t.whenswitch) == original.whenswitch and t.mixture == original.mixture, name
             assert list(t.restart_base) == original.restart_base, name
             assert (cfg.lr_scheduler._name == "warm_restarts" and cfg.lr_scheduler.restart_lr) == original.restart_lr, name
+
+
+@pytest.mark.skipif(not ORIGINAL_README.exists(), reason="alternate_sg's README (../shared) is not beside the checkout")
+def test_the_fixture_holds_the_readmes_commands():
+    assert original_commands() == published_runs()
 
 
 def test_dry_run_prints_train_then_test_evaluation(capsys):
