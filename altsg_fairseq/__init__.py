@@ -13,7 +13,6 @@ try:
 except ImportError:  # modules/ alone (e.g. a GPU check without fairseq)
     pass
 else:
-    from . import checkpoint_io, criterions, distributed, models, optim, tasks  # noqa: F401
+    from . import criterions, fairseq_patches, models, optim, tasks  # noqa: F401
 
-    checkpoint_io.install()
-    distributed.install()
+    fairseq_patches.install()

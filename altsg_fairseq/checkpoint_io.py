@@ -1,4 +1,4 @@
-"""Safer checkpoint files for fairseq, installed when the plugin is imported.
+"""Safer checkpoint files for fairseq: the replacements ``fairseq_patches`` installs.
 
 1. fairseq writes the first file of a save atomically (a temporary file, then
    a rename) but copies it to the others (``checkpoint_last.pt``,
@@ -12,11 +12,12 @@
    contents to the others through ``torch.save``/``torch.load``; that load
    runs under PyTorch's default safe unpickler with exactly the types those
    contents hold allowed (``BROADCAST_TYPES``), never with the safety off.
-4. Before a save, every worker hands the task the part of the training state
-   it holds (its rows' carried state): fairseq writes the checkpoint on one
-   worker, and ``save_checkpoint`` is the one call every worker makes first.
-   While fairseq-train loads a checkpoint to continue from, ``task.resuming``
-   is set, so that the task compares the run's flags with the checkpoint's.
+4. Before a save, every worker hands the run state (``task.run_state``, the
+   ``TrainingState``) the part it holds (its rows' carried state): fairseq
+   writes the checkpoint on one worker, and ``save_checkpoint`` is the one
+   call every worker makes first. fairseq-train's resume runs inside
+   ``run_state.resuming()``, so that the run state compares the run's flags
+   with the checkpoint's.
 5. A checkpoint path that names no file (``--restore-file``,
    ``--finetune-from-model``, ``--path``) or a ``--save-dir`` that cannot be
    written ends the run with one clear line; fairseq would start a named
@@ -30,6 +31,7 @@ import shutil
 import tempfile
 import typing
 import zipfile
+from contextlib import nullcontext
 
 import torch
 from fairseq import checkpoint_utils
@@ -98,8 +100,9 @@ def broadcast_object(obj, src_rank, group, dist_device=None):
 
 def save_checkpoint(cfg, trainer, epoch_itr, val_loss):
     """fairseq's save, after every worker has handed the task its part of the training state."""
-    if not cfg.no_save and hasattr(trainer.task, "gather_training_state"):
-        trainer.task.gather_training_state()
+    run_state = getattr(trainer.task, "run_state", None)
+    if not cfg.no_save and run_state is not None:
+        run_state.gather()
     return _fairseq_save(cfg, trainer, epoch_itr, val_loss)
 
 
@@ -109,16 +112,15 @@ def load_checkpoint(cfg, trainer, **passthrough_args):
     if cfg.restore_file != "checkpoint_last.pt" and not PathManager.isfile(cfg.restore_file):
         raise UsageError(f"--restore-file {cfg.restore_file}: no such file (fairseq would train from scratch); "
                          f"leave it out to resume from --save-dir's checkpoint_last.pt")
-    trainer.task.resuming = True
+    run_state = getattr(trainer.task, "run_state", None)
     try:
-        return _fairseq_resume(cfg, trainer, **passthrough_args)
+        with run_state.resuming() if run_state is not None else nullcontext():
+            return _fairseq_resume(cfg, trainer, **passthrough_args)
     except ValueError as e:
         if "--finetune-from-model" not in str(e):
             raise
         hint = ": give the checkpoint file to start from" if "does not exist" in str(e) else ""
         raise UsageError(f"{e}{hint}") from None
-    finally:
-        trainer.task.resuming = False
 
 
 def load_model_ensemble_and_task(filenames, *args, **kwargs):
@@ -136,16 +138,6 @@ def verify_checkpoint_directory(save_dir: str) -> None:
     except OSError as e:
         raise UsageError(f"cannot write checkpoints to --save-dir {save_dir} ({e.strerror or e}): "
                          f"choose a folder you can write to") from None
-
-
-def install() -> None:
-    PathManager.copy = staticmethod(atomic_copy)
-    checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu
-    checkpoint_utils.save_checkpoint = save_checkpoint
-    checkpoint_utils.load_checkpoint = load_checkpoint
-    checkpoint_utils.load_model_ensemble_and_task = load_model_ensemble_and_task
-    checkpoint_utils.verify_checkpoint_directory = verify_checkpoint_directory
-    distributed_utils.broadcast_object = broadcast_object
 
 
 def read_extra_state(path: str, flag: str) -> dict:

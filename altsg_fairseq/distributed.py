@@ -103,6 +103,3 @@ def infer_init_method(cfg, force_distributed=False) -> None:
     if changed and cfg.distributed_rank == 0:
         logger.info(f"torchrun without GPUs: {cfg.distributed_world_size} workers on the CPU with {', '.join(changed)}")
 
-
-def install() -> None:
-    distributed_utils.infer_init_method = infer_init_method

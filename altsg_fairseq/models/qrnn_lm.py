@@ -50,9 +50,9 @@ class QRNNLanguageModel(FairseqLanguageModel):
 
     def __init__(self, decoder):
         super().__init__(decoder)
-        # (get, set) callables of the task: training state kept in the
-        # model's checkpoint entry (carried state, the synthesizer)
-        self.extra_state_hooks = None
+        # the task's TrainingState (carried rows, the synthesizer, the run's flags),
+        # kept in the model's checkpoint entry; None outside alternating_lm's training
+        self.run_state = None
         # the task's neural cache (fairseq-eval-lm --cache-window), or None
         self.cache_pointer = None
 
@@ -107,11 +107,11 @@ class QRNNLanguageModel(FairseqLanguageModel):
         return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
 
     def get_extra_state(self) -> dict:
-        return self.extra_state_hooks[0]() if self.extra_state_hooks else {}
+        return self.run_state.state_dict() if self.run_state is not None else {}
 
     def set_extra_state(self, state: dict) -> None:
-        if self.extra_state_hooks and state:
-            self.extra_state_hooks[1](state)
+        if self.run_state is not None and state:
+            self.run_state.load_state_dict(state)
 
 
 def _set_defaults(args, **defaults):

@@ -58,7 +58,6 @@ class AlternatingLMTask(ContiguousRowData, PromptGeneration, FairseqTask):
         self._warned_rows = set()
         self._averaging: Optional[nt_asgd.NTASGD] = None  # --optimizer nt_asgd, once the first update shows it
         self._validated = False
-        self.resuming = False  # set while fairseq-train loads a checkpoint to continue from
         self.epoch = 1
         self._lr_scales = []
         self._epoch_logged = False
@@ -89,9 +88,6 @@ class AlternatingLMTask(ContiguousRowData, PromptGeneration, FairseqTask):
         if hasattr(getattr(model, "decoder", None), "use_autocast"):
             model.decoder.use_autocast(autocast_dtype(self.cfg))
         logger.info(describe_precision(self.cfg))
-        # fairseq saves task_state in checkpoints but never restores it, so
-        # the state a resumed run needs rides in the model's extra state
-        model.extra_state_hooks = (self.training_state, self.load_training_state)
         rows = distributed.DataParallelRows()
         if self.cfg.cache_window > 0:
             self.cache_pointer = model.cache_pointer = CachePointer(
@@ -105,7 +101,10 @@ class AlternatingLMTask(ContiguousRowData, PromptGeneration, FairseqTask):
                                          layer_sizes=model.decoder.state_sizes)
             logger.info(f"synthesizer: {synthesizer} ({sum(p.numel() for p in synthesizer.parameters()):,} parameters)")
         experiment = experiment_flags(self.cfg, cfg, (self.cfg.batch_size or 0) * rows.world)
-        self.run_state = TrainingState(model.decoder, self.cfg.train_subset, self.dni, experiment, rows)
+        self.run_state = TrainingState(model.decoder, self.cfg.train_subset, self.dni, experiment, rows, self.curve)
+        # fairseq saves task_state in checkpoints but never restores it, so
+        # the state a resumed run needs rides in the model's extra state
+        model.run_state = self.run_state
         if self.cfg.resume_sg:
             self.run_state.load_dni(read_extra_state(self.cfg.resume_sg, "--resume-sg"), source=self.cfg.resume_sg)
         return model
@@ -114,20 +113,6 @@ class AlternatingLMTask(ContiguousRowData, PromptGeneration, FairseqTask):
         if self.cfg.use_sg and cfg._name != "synthetic_gradient_lm":
             raise UsageError(f"--use-sg needs --criterion synthetic_gradient_lm (it trains the synthesizer), not {cfg._name}")
         return super().build_criterion(cfg, from_checkpoint)
-
-    def gather_training_state(self) -> None:
-        """Called on every worker before a save (the plugin's checkpoint_io)."""
-        self.run_state.gather()
-
-    def training_state(self) -> dict:
-        return self.run_state.state_dict()
-
-    def load_training_state(self, state: dict) -> None:
-        changes = self.run_state.load_state_dict(state, compare=self.resuming)
-        if changes:
-            kept = self.curve.start_new_file()
-            logger.warning(f"resuming with changed flags: {'; '.join(changes)}"
-                           + (f" (curves.csv of the checkpoint's run is kept as {kept})" if kept else ""))
 
     # ---- the epoch calendar, curves.csv --------------------------------------------
 

@@ -11,9 +11,16 @@ run's state rides in the model's extra state, because fairseq saves
 - the synthetic-gradient method's state (``BackwardInterface.state_dict``:
   its synthesizer sees all rows, so its state is the same on every worker);
 - ``experiment``: the run's flags, compared with the resuming run's.
+
+``TrainingState`` is the one owner of that state: the model reaches it by
+name (``QRNNLanguageModel.run_state``) to save and restore it with the
+weights, and fairseq-train's resume tells it that a run continues
+(``resuming()``), so that changed flags are reported, and the learning curve
+of the checkpoint's run kept apart, in one place.
 """
 
 import logging
+from contextlib import contextmanager
 from enum import Enum
 from typing import List, Optional
 
@@ -61,12 +68,27 @@ class TrainingState:
         dni: the run's ``BackwardInterface``, or None.
         experiment: ``experiment_flags`` of this run.
         rows: ``DataParallelRows`` of this run's workers.
+        curve: the run's ``LearningCurve`` (curves.csv), kept apart when a
+            resumed run changes flags; None: no curve.
     """
 
     def __init__(self, decoder, stream: str, dni: Optional[BackwardInterface], experiment: dict,
-                 rows: DataParallelRows):
+                 rows: DataParallelRows, curve=None):
         self.decoder, self.stream, self.dni, self.experiment, self.rows = decoder, stream, dni, experiment, rows
+        self.curve = curve
         self._gathered = None
+        self._resuming = False  # fairseq-train is loading a checkpoint to continue its run
+
+    @contextmanager
+    def resuming(self):
+        """The scope of fairseq-train's resume: a load inside it is a run continuing
+        (its flags are compared with the checkpoint's); loads outside it (evaluation,
+        generation, --finetune-from-model's weights) are not."""
+        self._resuming = True
+        try:
+            yield
+        finally:
+            self._resuming = False
 
     def gather(self) -> None:
         """Gather every worker's carried rows (a collective: every worker calls it before a save)."""
@@ -89,17 +111,23 @@ class TrainingState:
             state.update(self.dni.state_dict())
         return state
 
-    def load_state_dict(self, state: dict, compare: bool = False) -> List[str]:
-        """Load what ``state_dict`` saved; with ``compare`` (a resumed training run) return
-        the experiment flags that changed since, as "--flag old -> new"."""
+    def load_state_dict(self, state: dict) -> List[str]:
+        """Load what ``state_dict`` saved. In a resumed run, the experiment flags that
+        changed since (as "--flag old -> new") are reported in one warning, the
+        checkpoint run's curves.csv is kept apart, and they are returned."""
         self._load_carried(state)
         if self.dni is not None and BackwardInterface.found_in(state):
             self.load_dni(state)
         saved = state.get("experiment")
-        if not compare or saved is None:
+        if not self._resuming or saved is None:
             return []
-        return [f"{name} {saved.get(name)} -> {value}" for name, value in self.experiment.items()
-                if saved.get(name) != value]
+        changes = [f"{name} {saved.get(name)} -> {value}" for name, value in self.experiment.items()
+                   if saved.get(name) != value]
+        if changes:
+            kept = self.curve.start_new_file() if self.curve is not None else None
+            logger.warning(f"resuming with changed flags: {'; '.join(changes)}"
+                           + (f" (curves.csv of the checkpoint's run is kept as {kept})" if kept else ""))
+        return changes
 
     def load_dni(self, state: dict, source: str = "the checkpoint") -> None:
         """The synthetic-gradient method's state (also from another run: ``--resume-sg``)."""
