@@ -199,7 +199,7 @@ def kernels(repeat: int) -> None:
         if L:
             say(f"  {name} T={T:,} N={N:,}: chunked scan {rows[0] / rows[L]:.1f}x one thread per column")
             check_designs_agree(fm, T, N, L)
-        del f, x, h0, grad
+        f = x = h0 = grad = None  # free the GPU memory before the next shape
         torch.cuda.empty_cache()
 
 

@@ -127,7 +127,7 @@ def test_plot_of_the_real_run(sg_curves, tmp_path):
 
 def test_two_runs_from_hand_written_csvs(tmp_path):
     plot_curves = load_script()
-    alt = write_csv(tmp_path / "alt" / "curves.csv",
+    write_csv(tmp_path / "alt" / "curves.csv",
                     [(e, 6 - 0.2 * e, int(e in (2, 5, 6, 7, 8)), int(e in (2, 3, 5, 9))) for e in range(1, 11)])
     bptt = write_csv(tmp_path / "bptt.csv", [(e, 6.1 - 0.2 * e, 0, 0) for e in range(1, 11)])
     cols = plot_curves.read_curves(str(tmp_path / "alt"))  # a run directory stands for its curves.csv

@@ -54,4 +54,4 @@ def test_a_small_study_runs_resumes_and_summarises(tmp_path):
     assert len(table) == 2 and all(" +- " in line for line in table)
     assert (tmp_path / "curves.png").is_file() and (tmp_path / "dni" / "mean.csv").is_file()
     again = study(*flags)  # a finished study is not rerun
-    assert "started" not in again.stdout and table == [l for l in again.stdout.splitlines() if l in table]
+    assert "started" not in again.stdout and table == [line for line in again.stdout.splitlines() if line in table]

@@ -11,14 +11,14 @@ import torch
 from altsg_fairseq.dni import BackwardInterface, Synthesizer
 from altsg_fairseq.modules import RecurrentStack, kept_state
 
-T, B, I, H = 12, 3, 8, 16
+T, B, IN, H = 12, 3, 8, 16
 
 
 @pytest.mark.parametrize("cell", ["qrnn", "lstm", "gru"])
 def test_states_stay_float32_under_bfloat16_autocast(cell):
     torch.manual_seed(0)
-    stack = RecurrentStack(cell, I, H, I, 2)
-    x = torch.randn(T, B, I)
+    stack = RecurrentStack(cell, IN, H, IN, 2)
+    x = torch.randn(T, B, IN)
     out32, final32 = stack(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out, final = stack(x)
