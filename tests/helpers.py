@@ -3,6 +3,7 @@ venv, and one way to build a task, model and criterion from fairseq-train flags.
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -94,6 +95,37 @@ class _CliServer:
 def records(log: str, kind: str) -> list:
     """The JSON records of one fairseq log kind ('train_inner', 'train', 'valid')."""
     return [json.loads(line[line.index("{"):]) for line in log.splitlines() if f"| {kind} |" in line]
+
+
+def per_update(log) -> dict:
+    """{update: (loss, synthesizer loss or None)} of a fairseq-train log's train_inner records, as floats
+    (``log``: the output, or the CompletedProcess that holds it)."""
+    if not isinstance(log, str):
+        log = log.stdout + log.stderr
+    return {int(r["num_updates"]): (float(r["loss"]), None if r.get("sg_loss") is None else float(r["sg_loss"]))
+            for r in records(log, "train_inner")}
+
+
+def eval_lm_scores(output: str) -> tuple:
+    """(loss in bits per token, perplexity) as fairseq-eval-lm prints them."""
+    found = re.search(r"Loss \(base 2\): ([0-9.]+), Perplexity: ([0-9.]+)", output)
+    assert found, output[-3000:]
+    return float(found.group(1)), float(found.group(2))
+
+
+def window_sample(tokens, first: bool, stream: str = "train") -> dict:
+    """The sample alternating_lm hands the criterion for one window of (B, T + 1) tokens."""
+    return {"net_input": {"src_tokens": tokens[:, :-1], "src_lengths": None, "stream": stream, "reset": first},
+            "target": tokens[:, 1:], "ntokens": tokens[:, 1:].numel(), "nsentences": tokens.size(0)}
+
+
+def logged(criterion, logging_outputs) -> dict:
+    """What the criterion's reduce_metrics logs for ``logging_outputs`` (smoothed values)."""
+    from fairseq.logging import metrics
+
+    with metrics.aggregate() as agg:
+        criterion.reduce_metrics(logging_outputs)
+        return agg.get_smoothed_values()
 
 
 def write_dictionary(folder: Path, num_types: int) -> None:

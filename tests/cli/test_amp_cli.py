@@ -10,16 +10,12 @@ import sys
 import pytest
 import torch
 
-from helpers import REPO, SAMPLE, TRAIN_FLAGS, records, run_cli
+from helpers import REPO, SAMPLE, TRAIN_FLAGS, per_update, records, run_cli
 
 FLAGS = [*TRAIN_FLAGS, "--amp", "--train-subset", "valid", "--valid-subset", "test", "--batch-size", "10",
          "--bptt", "70", "--use-sg", "--sg-type", "qrnn", "--whenswitch", "2", "--no-epoch-checkpoints"]
 EVAL = ["--user-dir", REPO / "altsg_fairseq", "--task", "alternating_lm", "--cpu", "--gen-subset", "test",
         "--batch-size", "1", "--bptt", "70"]  # as scripts/score_text.py scores the test text
-
-
-def per_update(proc):
-    return {int(r["num_updates"]): (r["loss"], r["sg_loss"]) for r in records(proc.stdout + proc.stderr, "train_inner")}
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ across or after the switch equals the straight run (paper mode: synthetic phases
 import pytest
 import torch
 
-from helpers import TRAIN_FLAGS, records, run_cli
+from helpers import TRAIN_FLAGS, per_update, records, run_cli
 
 # lr 30 as AWD; validations every 5 updates make validation losses that rise now and then
 FLAGS = [*TRAIN_FLAGS, "--optimizer", "nt_asgd", "--lr", "30", "--nonmono", "1", "--train-subset", "valid",
@@ -16,10 +16,6 @@ FLAGS = [*TRAIN_FLAGS, "--optimizer", "nt_asgd", "--lr", "30", "--nonmono", "1",
 def run(sample_bin, save, *extra):
     proc = run_cli("fairseq-train", sample_bin, *FLAGS, *extra, "--save-dir", save)
     return proc.stdout + proc.stderr
-
-
-def losses(log):
-    return {int(r["num_updates"]): (r["loss"], r["sg_loss"]) for r in records(log, "train_inner")}
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +54,8 @@ def test_resumed_equals_straight(straight, sample_bin, tmp_path, stop):
     save, log = straight
     first = run(sample_bin, tmp_path, "--max-update", str(stop))
     resumed = run(sample_bin, tmp_path)
-    assert set(losses(first)) | set(losses(resumed)) == set(losses(log))
-    assert all(losses(log)[u] == v for u, v in losses(resumed).items())
+    assert set(per_update(first)) | set(per_update(resumed)) == set(per_update(log))
+    assert all(per_update(log)[u] == v for u, v in per_update(resumed).items())
     a, b = torch.load(save / "checkpoint_last.pt"), torch.load(tmp_path / "checkpoint_last.pt")
     for key, weight in a["model"].items():
         if key != "_extra_state":

@@ -4,14 +4,14 @@ import re
 
 import pytest
 
-from helpers import REPO, SAMPLE, run_cli
+from helpers import REPO, SAMPLE, eval_lm_scores, run_cli
 
 
 def perplexity(data, checkpoint, *flags):
     proc = run_cli("fairseq-eval-lm", data, "--user-dir", REPO / "altsg_fairseq", "--task", "alternating_lm",
                    "--path", checkpoint, "--cpu", "--gen-subset", "test", "--batch-size", "1", "--bptt", "35", *flags)
     out = proc.stdout + proc.stderr
-    return float(re.search(r"Loss \(base 2\): ([0-9.]+)", out).group(1)), out
+    return eval_lm_scores(out)[0], out
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import torch
 
-from helpers import BIN, REPO, TRAIN_FLAGS, free_port, records, run_cli, run_workers
+from helpers import BIN, REPO, TRAIN_FLAGS, free_port, per_update, records, run_cli, run_workers
 
 # dropouts and noise 0: fairseq seeds every worker alike, so masks drawn per
 # worker could not equal one worker's masks over all rows
@@ -25,10 +25,6 @@ STOP = ["--max-update", "40"]  # in the middle of epoch 1
 
 def log_of(result):
     return result.stdout + result.stderr if hasattr(result, "stdout") else result[0][1]
-
-
-def per_update(log):
-    return {int(r["num_updates"]): (r["loss"], r.get("sg_loss")) for r in records(log, "train_inner")}
 
 
 def weights(save):

@@ -5,18 +5,12 @@ import math
 
 import pytest
 import torch
-from fairseq.logging import metrics
 
-from helpers import build_from_flags
+from helpers import build_from_flags, logged, window_sample
 
 V, B, T = 30, 2, 6
 NO_DROPOUT = ["--dropout", "0", "--dropout-hidden", "0", "--dropout-input", "0", "--dropout-embed", "0",
               "--weight-drop", "0"]
-
-
-def sample(tokens, first):
-    return {"net_input": {"src_tokens": tokens[:, :-1], "src_lengths": None, "stream": "train", "reset": first},
-            "target": tokens[:, 1:], "ntokens": tokens[:, 1:].numel(), "nsentences": tokens.size(0)}
 
 
 class Oracle:
@@ -29,12 +23,6 @@ class Oracle:
         return self.prediction.to(carried).clone().requires_grad_()
 
 
-def logged(criterion, logging_outputs):
-    with metrics.aggregate() as agg:
-        criterion.reduce_metrics(logging_outputs)
-        return agg.get_smoothed_values()
-
-
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_sg_cos_of_a_synthesizer_that_predicts_the_true_gradient(tmp_path, sign):
     """The true gradient of the criterion's per-token loss at the start state, computed here by
@@ -45,9 +33,9 @@ def test_sg_cos_of_a_synthesizer_that_predicts_the_true_gradient(tmp_path, sign)
     task.dni.synthesizer.double()
     torch.manual_seed(0)
     tokens = torch.randint(4, V, (B, 2 * T + 1))
-    criterion(model, sample(tokens[:, : T + 1], True))[0].backward()  # a carried state to start from
+    criterion(model, window_sample(tokens[:, : T + 1], True))[0].backward()  # a carried state to start from
     task.dni.pop_stats()
-    second = sample(tokens[:, T:], False)
+    second = window_sample(tokens[:, T:], False)
     carried = model.decoder.carried_state_dict("train")
     start = model.decoder.start_state("train", False, B).requires_grad_()
     logits, extra = model(second["net_input"]["src_tokens"], stream="train", state=start)

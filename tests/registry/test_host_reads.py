@@ -14,7 +14,7 @@ import pytest
 import torch
 from fairseq.optim import build_optimizer
 
-from helpers import USER_DIR, build_from_flags
+from helpers import USER_DIR, build_from_flags, window_sample
 
 from altsg_fairseq.errors import UsageError
 
@@ -45,11 +45,6 @@ def host_reads(monkeypatch):
     return start
 
 
-def sample(tokens, first):
-    return {"net_input": {"src_tokens": tokens[:, :-1], "src_lengths": None, "stream": "train", "reset": first},
-            "target": tokens[:, 1:], "ntokens": tokens[:, 1:].numel(), "nsentences": tokens.size(0)}
-
-
 def build(tmp_path, *flags):
     cfg, task, model, criterion = build_from_flags(
         tmp_path, "--optimizer", "adam", "--lr", "1e-3", "--embed-dim", "8", "--hidden-dim", "8", "--use-sg",
@@ -60,7 +55,7 @@ def build(tmp_path, *flags):
 
 
 def step(task, model, criterion, optimizer, tokens, n, ignore_grad=False):
-    out = task.train_step(sample(tokens[:, n * T:(n + 1) * T + 1], n == 0), model, criterion, optimizer, n,
+    out = task.train_step(window_sample(tokens[:, n * T:(n + 1) * T + 1], n == 0), model, criterion, optimizer, n,
                           ignore_grad=ignore_grad)
     task.optimizer_step(optimizer, model, n)
     return out[2]
@@ -90,7 +85,7 @@ def test_a_dummy_batch_reads_once_reports_nothing_and_trains_nothing(tmp_path, h
     tokens = torch.randint(4, V, (B, 2 * T + 1))
     step(task, model, criterion, optimizer, tokens, 0)
     seen = host_reads()
-    log = task.train_step(sample(tokens[:, T:], False), model, criterion, optimizer, 1, ignore_grad=True)[2]
+    log = task.train_step(window_sample(tokens[:, T:], False), model, criterion, optimizer, 1, ignore_grad=True)[2]
     assert len(seen) == 1, seen
     assert log["sg_skipped"] == 0 and log["sg_steps"] == 1
     sums = [k for k in log if k.startswith(("sg_loss", "sg_hat_sq", "sg_true_sq", "sg_dot", "sg_injected", "sg_future"))]

@@ -6,20 +6,13 @@ import math
 
 import pytest
 import torch
-from fairseq.logging import metrics
 
-from helpers import build_from_flags
+from helpers import build_from_flags, logged
 
 from altsg_fairseq.dni import BackwardInterface, Synthesizer
 
 V, B, SIZES = 30, 3, [2, 3]
 FIGURES = ["sg_loss", "sg_cos", "sg_cos_l0", "sg_cos_l1", "sg_norm_ratio", "sg_rel_error", "sg_inject_ratio"]
-
-
-def logged(criterion, logging_outputs):
-    with metrics.aggregate() as agg:
-        criterion.reduce_metrics(logging_outputs)
-        return agg.get_smoothed_values()
 
 
 def two_windows(W):

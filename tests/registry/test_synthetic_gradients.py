@@ -8,7 +8,7 @@ import pytest
 import torch
 from fairseq.optim import build_optimizer
 
-from helpers import build_from_flags
+from helpers import build_from_flags, window_sample
 
 V, B, T = 40, 3, 9
 
@@ -20,13 +20,6 @@ def build(tmp_path, *flags):
         "--dropout-hidden", "0.1", "--weight-drop", "0.1", *flags, num_types=V)
     task.dni.synthesizer.double()
     return task, model.double().train(), criterion
-
-
-def sample(tokens, first):
-    return {
-        "net_input": {"src_tokens": tokens[:, :-1], "src_lengths": None, "stream": "train", "reset": first},
-        "target": tokens[:, 1:], "ntokens": tokens[:, 1:].numel(), "nsentences": tokens.size(0),
-    }
 
 
 def grads(module):
@@ -94,13 +87,13 @@ def test_single_backward_equals_the_original_code(tmp_path, base, core, syntheti
     tokens = torch.randint(4, V, (B, 2 * T + 1))
     task.dni.synthetic = synthetic
     # a first window gives a non-zero carried state and synthesizer state
-    loss, _, _ = criterion(model, sample(tokens[:, : T + 1], True))
+    loss, _, _ = criterion(model, window_sample(tokens[:, : T + 1], True))
     loss.backward()
     zero(model, synth)
     carried, synth_state = model.decoder.carried_state_dict("train"), copy.deepcopy(synth.state)
 
     torch.manual_seed(1)
-    s = sample(tokens[:, T:], False)
+    s = window_sample(tokens[:, T:], False)
     loss, ntokens, _ = criterion(model, s)
     (loss * 8.0).backward()  # as under a loss scale of 8
     log = task.dni.pop_stats()
@@ -128,11 +121,11 @@ def test_logged_loss_is_the_real_one(tmp_path):
     tokens = torch.randint(4, V, (B, T + 1))
     task.dni.synthetic = True
     torch.manual_seed(2)
-    loss, ntokens, log = criterion(model, sample(tokens, True))
+    loss, ntokens, log = criterion(model, window_sample(tokens, True))
     assert torch.allclose(loss, log["loss"])  # the injection and probe add zero
     assert task.dni.pop_stats()["sg_steps"] == 1
     model.eval()
-    _, _, plain = criterion(model, sample(tokens, True))
+    _, _, plain = criterion(model, window_sample(tokens, True))
     assert "sg_steps" not in plain and task.dni.pop_stats() == {}  # evaluation never uses the synthesizer
 
 
@@ -144,7 +137,7 @@ def test_synthesizer_steps_unless_fixed(tmp_path, fixed):
     optimizer = build_optimizer(cfg.optimizer, list(model.parameters()))
     task.begin_epoch(1, model)
     before = copy.deepcopy(task.dni.synthesizer.state_dict())
-    task.train_step(sample(torch.randint(4, V, (B, T + 1)), True), model, criterion, optimizer, 0)
+    task.train_step(window_sample(torch.randint(4, V, (B, T + 1)), True), model, criterion, optimizer, 0)
     task.optimizer_step(optimizer, model, 0)
     after = task.dni.synthesizer.state_dict()
     changed = any(not torch.equal(before[k], after[k]) for k in before)
@@ -161,11 +154,11 @@ def test_non_finite_synthetic_gradient_never_reaches_the_model(tmp_path):
     tokens = torch.randint(4, V, (B, 2 * T + 1))
     task.dni.synthetic = True
     torch.manual_seed(3)
-    criterion(model, sample(tokens[:, : T + 1], True))[0].backward()
+    criterion(model, window_sample(tokens[:, : T + 1], True))[0].backward()
     zero(model, synthesizer)
     with torch.no_grad():
         synthesizer.output_map.bias.fill_(float("nan"))  # force every prediction to NaN
-    loss, _, _ = criterion(model, sample(tokens[:, T:], False))
+    loss, _, _ = criterion(model, window_sample(tokens[:, T:], False))
     loss.backward()
     log = task.dni.pop_stats()
     assert log["sg_skipped"] == 1 and log["sg_on"] == 0
