@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from helpers import REPO, TRAIN_FLAGS, records, run_cli
+from helpers import REPO, TRAIN_FLAGS, eval_lm_scores, records, run_cli
 
 # train on the small valid split (22k tokens) to keep the suite fast
 SMALL = ["--train-subset", "valid", "--valid-subset", "test"]
@@ -45,11 +45,24 @@ def test_resume_continues_phase_cycle_and_synthesizer(sg_run):
     assert start_of_resume < start_of_first / 10
 
 
-def test_eval_lm_ignores_the_synthesizer(sg_run, sample_bin):
+def test_eval_lm_ignores_the_synthesizer(sg_run, sample_bin, tmp_path):
+    """The --use-sg checkpoint scores the test text exactly as the same one whose synthesizer is all NaN."""
     save, _, _ = sg_run
-    proc = run_cli("fairseq-eval-lm", sample_bin, "--user-dir", REPO / "altsg_fairseq", "--task", "alternating_lm",
-                   "--path", save / "checkpoint_best.pt", "--gen-subset", "test", "--batch-size", "5", "--cpu")
-    assert "Perplexity" in proc.stdout + proc.stderr
+    state = torch.load(save / "checkpoint_best.pt", weights_only=False)
+    synthesizer = state["model"]["_extra_state"]["synthesizer"]
+    assert synthesizer  # the checkpoint does hold a (trained) synthesizer
+    for tensor in synthesizer.values():
+        tensor.fill_(float("nan"))
+    torch.save(state, tmp_path / "nan_synthesizer.pt")
+
+    def scores(checkpoint):
+        proc = run_cli("fairseq-eval-lm", sample_bin, "--user-dir", REPO / "altsg_fairseq", "--task", "alternating_lm",
+                       "--path", checkpoint, "--gen-subset", "test", "--batch-size", "5", "--cpu")
+        return eval_lm_scores(proc.stdout + proc.stderr)
+
+    loss, ppl = scores(save / "checkpoint_best.pt")
+    assert math.isfinite(loss) and 1 < ppl == pytest.approx(2 ** loss, rel=1e-3)
+    assert scores(tmp_path / "nan_synthesizer.pt") == (loss, ppl)
 
 
 @pytest.mark.slow  # 15-25 s
