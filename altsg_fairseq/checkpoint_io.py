@@ -53,10 +53,34 @@ _fairseq_verify_save_dir = checkpoint_utils.verify_checkpoint_directory
 # its config as omegaconf objects (whose metadata names builtin types), and
 # the placeholders fairseq puts where the tensors were before a broadcast
 BROADCAST_TYPES = [
-    DictConfig, ListConfig, base.ContainerMetadata, base.Metadata, typing.Any, collections.defaultdict,
-    dict, list, tuple, int, float, str, bool, distributed_utils._TensorPlaceholder,
-    *(getattr(nodes, name) for name in ("AnyNode", "StringNode", "IntegerNode", "FloatNode", "BooleanNode",
-                                        "EnumNode", "BytesNode", "PathNode") if hasattr(nodes, name)),
+    DictConfig,
+    ListConfig,
+    base.ContainerMetadata,
+    base.Metadata,
+    typing.Any,
+    collections.defaultdict,
+    dict,
+    list,
+    tuple,
+    int,
+    float,
+    str,
+    bool,
+    distributed_utils._TensorPlaceholder,
+    *(
+        getattr(nodes, name)
+        for name in (
+            "AnyNode",
+            "StringNode",
+            "IntegerNode",
+            "FloatNode",
+            "BooleanNode",
+            "EnumNode",
+            "BytesNode",
+            "PathNode",
+        )
+        if hasattr(nodes, name)
+    ),
 ]
 
 
@@ -66,8 +90,9 @@ def atomic_copy(src_path: str, dst_path: str, overwrite: bool = False) -> bool:
         return _fairseq_copy(src_path, dst_path, overwrite=overwrite)
     if os.path.exists(dst_path) and not overwrite:
         return False
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(dst_path)),
-                               prefix=os.path.basename(dst_path) + ".", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(
+        dir=os.path.dirname(os.path.abspath(dst_path)), prefix=os.path.basename(dst_path) + ".", suffix=".tmp"
+    )
     os.close(fd)
     try:
         shutil.copyfile(src_path, tmp)
@@ -83,13 +108,17 @@ def load_checkpoint_to_cpu(path, arg_overrides=None, load_on_all_ranks=False):
     try:
         return _fairseq_load(path, arg_overrides, load_on_all_ranks)
     except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as e:
-        raise UsageError(f"cannot read checkpoint {path} ({type(e).__name__}: {str(e)[:200]}); "
-                         f"it is truncated or not a checkpoint: use another one (e.g. checkpoint_best.pt)") from None
+        raise UsageError(
+            f"cannot read checkpoint {path} ({type(e).__name__}: {str(e)[:200]}); "
+            f"it is truncated or not a checkpoint: use another one (e.g. checkpoint_best.pt)"
+        ) from None
     except RuntimeError as e:
         if "PytorchStreamReader" not in str(e) and "zip archive" not in str(e):
             raise
-        raise UsageError(f"cannot read checkpoint {path} ({str(e)[:200]}); "
-                         f"it is truncated or not a checkpoint: use another one (e.g. checkpoint_best.pt)") from None
+        raise UsageError(
+            f"cannot read checkpoint {path} ({str(e)[:200]}); "
+            f"it is truncated or not a checkpoint: use another one (e.g. checkpoint_best.pt)"
+        ) from None
 
 
 def broadcast_object(obj, src_rank, group, dist_device=None):
@@ -110,8 +139,10 @@ def load_checkpoint(cfg, trainer, **passthrough_args):
     """fairseq-train's resume; the task knows it is resuming while it runs
     (fairseq's evaluation tools load the same model state, and must not compare flags)."""
     if cfg.restore_file != "checkpoint_last.pt" and not PathManager.isfile(cfg.restore_file):
-        raise UsageError(f"--restore-file {cfg.restore_file}: no such file (fairseq would train from scratch); "
-                         f"leave it out to resume from --save-dir's checkpoint_last.pt")
+        raise UsageError(
+            f"--restore-file {cfg.restore_file}: no such file (fairseq would train from scratch); "
+            f"leave it out to resume from --save-dir's checkpoint_last.pt"
+        )
     run_state = getattr(trainer.task, "run_state", None)
     try:
         with run_state.resuming() if run_state is not None else nullcontext():
@@ -127,8 +158,10 @@ def load_model_ensemble_and_task(filenames, *args, **kwargs):
     """fairseq's model loading (eval-lm, interactive, the hub interface), one line for a missing file."""
     for filename in filenames:
         if not PathManager.exists(filename):
-            raise UsageError(f"--path {filename}: no such checkpoint file (fairseq-train writes "
-                             f"<save-dir>/checkpoint_best.pt and checkpoint_last.pt)")
+            raise UsageError(
+                f"--path {filename}: no such checkpoint file (fairseq-train writes "
+                f"<save-dir>/checkpoint_best.pt and checkpoint_last.pt)"
+            )
     return _fairseq_load_models(filenames, *args, **kwargs)
 
 
@@ -136,8 +169,9 @@ def verify_checkpoint_directory(save_dir: str) -> None:
     try:
         _fairseq_verify_save_dir(save_dir)
     except OSError as e:
-        raise UsageError(f"cannot write checkpoints to --save-dir {save_dir} ({e.strerror or e}): "
-                         f"choose a folder you can write to") from None
+        raise UsageError(
+            f"cannot write checkpoints to --save-dir {save_dir} ({e.strerror or e}): choose a folder you can write to"
+        ) from None
 
 
 def read_extra_state(path: str, flag: str) -> dict:
@@ -156,7 +190,9 @@ def copy_dictionary(dict_path: str, save_dir: str) -> None:
     """Put the training dictionary beside the checkpoints (as <save-dir>/dict.txt), so that the
     save dir alone serves the hub interface and scripts/score_text.py; atomically, once."""
     target = os.path.join(save_dir, "dict.txt")
-    if not os.path.isfile(dict_path) or (os.path.isfile(target) and open(target, "rb").read() == open(dict_path, "rb").read()):
+    if not os.path.isfile(dict_path) or (
+        os.path.isfile(target) and open(target, "rb").read() == open(dict_path, "rb").read()
+    ):
         return
     os.makedirs(save_dir, exist_ok=True)
     atomic_copy(dict_path, target, overwrite=True)

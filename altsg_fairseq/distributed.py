@@ -102,4 +102,3 @@ def infer_init_method(cfg, force_distributed=False) -> None:
         changed.append("--ddp-backend legacy_ddp")
     if changed and cfg.distributed_rank == 0:
         logger.info(f"torchrun without GPUs: {cfg.distributed_world_size} workers on the CPU with {', '.join(changed)}")
-

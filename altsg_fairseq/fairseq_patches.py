@@ -41,30 +41,66 @@ class Patch(NamedTuple):
 
 
 PATCHES = (
-    Patch(PathManager, "copy", checkpoint_io.atomic_copy, ("src_path", "dst_path", "overwrite"),
-          "fairseq copies checkpoint_last.pt/checkpoint_best.pt in place: a kill mid-copy leaves a truncated file; "
-          "the copy goes to a temporary file, then os.replace"),
-    Patch(checkpoint_utils, "load_checkpoint_to_cpu", checkpoint_io.load_checkpoint_to_cpu,
-          ("path", "arg_overrides", "load_on_all_ranks"),
-          "a truncated or foreign checkpoint file: one line instead of a traceback"),
-    Patch(checkpoint_utils, "save_checkpoint", checkpoint_io.save_checkpoint,
-          ("cfg", "trainer", "epoch_itr", "val_loss"),
-          "every worker hands the run state its rows' carried state before fairseq writes the file on one worker"),
-    Patch(checkpoint_utils, "load_checkpoint", checkpoint_io.load_checkpoint, ("cfg", "trainer", "passthrough_args"),
-          "fairseq-train's resume: a --restore-file that names no file is one line (fairseq would start afresh); "
-          "the run state knows it is resuming (flags compared, curves kept apart)"),
-    Patch(checkpoint_utils, "load_model_ensemble_and_task", checkpoint_io.load_model_ensemble_and_task,
-          ("filenames", "arg_overrides", "task", "strict", "suffix", "num_shards", "state"),
-          "a --path that names no file: one line instead of a traceback"),
-    Patch(checkpoint_utils, "verify_checkpoint_directory", checkpoint_io.verify_checkpoint_directory, ("save_dir",),
-          "a --save-dir that cannot be written: one line instead of a traceback"),
-    Patch(distributed_utils, "broadcast_object", checkpoint_io.broadcast_object,
-          ("obj", "src_rank", "group", "dist_device"),
-          "workers receive the loaded checkpoint through torch.load: under PyTorch's safe loading, exactly the "
-          "checkpoint's types allowed, never with the safety off"),
-    Patch(distributed_utils, "infer_init_method", distributed.infer_init_method, ("cfg", "force_distributed"),
-          "torchrun on machines without GPUs (one gloo worker per process), and --bf16/--tpu without torch_xla "
-          "refused before fairseq spawns XLA processes"),
+    Patch(
+        PathManager,
+        "copy",
+        checkpoint_io.atomic_copy,
+        ("src_path", "dst_path", "overwrite"),
+        "fairseq copies checkpoint_last.pt/checkpoint_best.pt in place: a kill mid-copy leaves a truncated file; "
+        "the copy goes to a temporary file, then os.replace",
+    ),
+    Patch(
+        checkpoint_utils,
+        "load_checkpoint_to_cpu",
+        checkpoint_io.load_checkpoint_to_cpu,
+        ("path", "arg_overrides", "load_on_all_ranks"),
+        "a truncated or foreign checkpoint file: one line instead of a traceback",
+    ),
+    Patch(
+        checkpoint_utils,
+        "save_checkpoint",
+        checkpoint_io.save_checkpoint,
+        ("cfg", "trainer", "epoch_itr", "val_loss"),
+        "every worker hands the run state its rows' carried state before fairseq writes the file on one worker",
+    ),
+    Patch(
+        checkpoint_utils,
+        "load_checkpoint",
+        checkpoint_io.load_checkpoint,
+        ("cfg", "trainer", "passthrough_args"),
+        "fairseq-train's resume: a --restore-file that names no file is one line (fairseq would start afresh); "
+        "the run state knows it is resuming (flags compared, curves kept apart)",
+    ),
+    Patch(
+        checkpoint_utils,
+        "load_model_ensemble_and_task",
+        checkpoint_io.load_model_ensemble_and_task,
+        ("filenames", "arg_overrides", "task", "strict", "suffix", "num_shards", "state"),
+        "a --path that names no file: one line instead of a traceback",
+    ),
+    Patch(
+        checkpoint_utils,
+        "verify_checkpoint_directory",
+        checkpoint_io.verify_checkpoint_directory,
+        ("save_dir",),
+        "a --save-dir that cannot be written: one line instead of a traceback",
+    ),
+    Patch(
+        distributed_utils,
+        "broadcast_object",
+        checkpoint_io.broadcast_object,
+        ("obj", "src_rank", "group", "dist_device"),
+        "workers receive the loaded checkpoint through torch.load: under PyTorch's safe loading, exactly the "
+        "checkpoint's types allowed, never with the safety off",
+    ),
+    Patch(
+        distributed_utils,
+        "infer_init_method",
+        distributed.infer_init_method,
+        ("cfg", "force_distributed"),
+        "torchrun on machines without GPUs (one gloo worker per process), and --bf16/--tpu without torch_xla "
+        "refused before fairseq spawns XLA processes",
+    ),
 )
 
 ORIGINALS = {}

@@ -34,6 +34,7 @@ def refuse_xla_without_torch_xla(flags: str) -> None:
     processes torch_xla's spawn (fairseq#4696); without torch_xla that is a
     traceback, on CPUs and GPUs alike. ``flags`` names what the user gave."""
     if importlib.util.find_spec("torch_xla") is None:
-        raise UsageError(f"{flags} make fairseq run on an XLA (TPU) device, which needs torch_xla: for mixed "
-                         f"precision use --amp instead (bfloat16 autocast on a CPU, float16 on a GPU)")
-
+        raise UsageError(
+            f"{flags} make fairseq run on an XLA (TPU) device, which needs torch_xla: for mixed "
+            f"precision use --amp instead (bfloat16 autocast on a CPU, float16 on a GPU)"
+        )

@@ -85,8 +85,10 @@ def cpu_rows(runs, repeat, thread_counts):
             for threads in thread_counts:
                 torch.set_num_threads(threads)
                 stream = streaming_rate()
-                print(f"run {run}, PyTorch at {threads} thread{'s' if threads > 1 else ''}: "
-                      f"streaming rate {stream / 1e9:.1f} GB/s (copy, read + write)")
+                print(
+                    f"run {run}, PyTorch at {threads} thread{'s' if threads > 1 else ''}: "
+                    f"streaming rate {stream / 1e9:.1f} GB/s (copy, read + write)"
+                )
                 for name, (T, B, H) in SHAPES.items():
                     f, x, h0 = torch.rand(T, B, H), torch.randn(T, B, H), torch.randn(B, H)
                     median_seconds(compiled, f, x, h0, 1)  # load the compiled kernels
@@ -95,16 +97,22 @@ def cpu_rows(runs, repeat, thread_counts):
                     t_loop = median_seconds(original_loop, f, x, h0, repeat)
                     ratio = t_loop / t_kernel
                     ratios.setdefault((name, threads), []).append(ratio)
-                    rate, rate16 = (traffic_bytes(T, B, H, b, grad_rows=False) / t for b, t in ((4, t_kernel), (2, t_bf16)))
-                    print(f"  {name}: original loop {t_loop * 1e3:9.1f} ms | compiled {t_kernel * 1e3:7.2f} ms "
-                          f"({rate / 1e9:.1f} GB/s = {rate / stream:.0%} of streaming) | bfloat16 gates "
-                          f"{t_bf16 * 1e3:7.2f} ms ({rate16 / 1e9:.1f} GB/s) | speed-up {ratio:.1f}x")
+                    rate, rate16 = (
+                        traffic_bytes(T, B, H, b, grad_rows=False) / t for b, t in ((4, t_kernel), (2, t_bf16))
+                    )
+                    print(
+                        f"  {name}: original loop {t_loop * 1e3:9.1f} ms | compiled {t_kernel * 1e3:7.2f} ms "
+                        f"({rate / 1e9:.1f} GB/s = {rate / stream:.0%} of streaming) | bfloat16 gates "
+                        f"{t_bf16 * 1e3:7.2f} ms ({rate16 / 1e9:.1f} GB/s) | speed-up {ratio:.1f}x"
+                    )
     finally:
         torch.set_num_threads(before)
     print("speed-up of the compiled path over the original loop, every run:")
     for (name, threads), values in ratios.items():
-        print(f"  {name}, {threads} thread{'s' if threads > 1 else ''}: "
-              f"{', '.join(f'{v:.1f}x' for v in values)} (lowest {min(values):.1f}x)")
+        print(
+            f"  {name}, {threads} thread{'s' if threads > 1 else ''}: "
+            f"{', '.join(f'{v:.1f}x' for v in values)} (lowest {min(values):.1f}x)"
+        )
 
 
 def gpu_rows(repeat):
@@ -131,20 +139,26 @@ def gpu_rows(repeat):
         print(f"  {name}")
         seq = design(0)
         gbps = traffic_bytes(T, B, H) / ((seq[0] + seq[1]) / 1e3)
-        print(f"    one thread per column  fwd {seq[0]:.3f} ms  bwd {seq[1]:.3f} ms  "
-              f"{gbps / 1e9:.0f} GB/s = {gbps / copy:.0%} of the measured copy bandwidth")
+        print(
+            f"    one thread per column  fwd {seq[0]:.3f} ms  bwd {seq[1]:.3f} ms  "
+            f"{gbps / 1e9:.0f} GB/s = {gbps / copy:.0%} of the measured copy bandwidth"
+        )
         L = forget_mult_cuda.chunk_length(T, N)
         if L:
             scan = design(L)
-            print(f"    chunked scan (L={L})  fwd {scan[0]:.3f} ms  bwd {scan[1]:.3f} ms  "
-                  f"speed-up over one thread per column: {sum(seq) / sum(scan):.1f}x")
+            print(
+                f"    chunked scan (L={L})  fwd {scan[0]:.3f} ms  bwd {scan[1]:.3f} ms  "
+                f"speed-up over one thread per column: {sum(seq) / sum(scan):.1f}x"
+            )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="times to measure every ratio")
     parser.add_argument("--repeat", type=int, default=5, help="timings per figure (their median is reported)")
-    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1], help="PyTorch thread counts, both paths alike")
+    parser.add_argument(
+        "--threads", type=int, nargs="+", default=[2, 1], help="PyTorch thread counts, both paths alike"
+    )
     parser.add_argument("--gpu-only", action="store_true")
     args = parser.parse_args()
     if not args.gpu_only:

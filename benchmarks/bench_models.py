@@ -70,21 +70,58 @@ def models(args, size):
         width, ffn, heads = str(args.large_hidden), args.large_transformer_ffn, str(max(1, args.large_hidden // 64))
     return {
         "qrnn_lm": (
-            ["--arch", "qrnn_lm", "--embed-dim", e, "--hidden-dim", str(qrnn_hidden), "--num-layers", layers,
-             "--criterion", "synthetic_gradient_lm"],
+            [
+                "--arch",
+                "qrnn_lm",
+                "--embed-dim",
+                e,
+                "--hidden-dim",
+                str(qrnn_hidden),
+                "--num-layers",
+                layers,
+                "--criterion",
+                "synthetic_gradient_lm",
+            ],
             qrnn_task,
         ),
         "lstm_lm": (
-            ["--arch", "lstm_lm", "--decoder-embed-dim", e, "--decoder-hidden-size", lstm_hidden,
-             "--decoder-layers", layers, "--decoder-out-embed-dim", e, "--share-decoder-input-output-embed",
-             "--criterion", "cross_entropy"],
+            [
+                "--arch",
+                "lstm_lm",
+                "--decoder-embed-dim",
+                e,
+                "--decoder-hidden-size",
+                lstm_hidden,
+                "--decoder-layers",
+                layers,
+                "--decoder-out-embed-dim",
+                e,
+                "--share-decoder-input-output-embed",
+                "--criterion",
+                "cross_entropy",
+            ],
             LM_TASK,
         ),
         "transformer_lm": (
-            ["--arch", "transformer_lm", "--decoder-layers", layers, "--decoder-embed-dim", width,
-             "--decoder-input-dim", e, "--decoder-output-dim", e, "--decoder-ffn-embed-dim", str(ffn),
-             "--decoder-attention-heads", heads,
-             "--share-decoder-input-output-embed", "--criterion", "cross_entropy"],
+            [
+                "--arch",
+                "transformer_lm",
+                "--decoder-layers",
+                layers,
+                "--decoder-embed-dim",
+                width,
+                "--decoder-input-dim",
+                e,
+                "--decoder-output-dim",
+                e,
+                "--decoder-ffn-embed-dim",
+                str(ffn),
+                "--decoder-attention-heads",
+                heads,
+                "--share-decoder-input-output-embed",
+                "--criterion",
+                "cross_entropy",
+            ],
             LM_TASK,
         ),
     }
@@ -98,8 +135,10 @@ def run(cmd, log_path, env=None):
     with open(log_path, "w") as f:
         f.write(shlex.join(cmd) + "\n" + out)
     if proc.returncode != 0:
-        sys.exit(f"bench_models.py: error: {os.path.basename(cmd[0])} failed ({proc.returncode}); "
-                 f"log: {log_path}\n{out[-2000:]}")
+        sys.exit(
+            f"bench_models.py: error: {os.path.basename(cmd[0])} failed ({proc.returncode}); "
+            f"log: {log_path}\n{out[-2000:]}"
+        )
     return out
 
 
@@ -107,18 +146,45 @@ def train(name, model_flags, task_flags, data, work, args, tag):
     """Train one model; returns (parameters, [wps per interval after the first], tokens/update, checkpoint)."""
     save = os.path.join(work, tag)
     shutil.rmtree(save, ignore_errors=True)  # a checkpoint_last.pt left there would resume, not train
-    cmd = [os.path.join(BIN, "fairseq-train"), data, *task_flags, *model_flags, "--batch-size", "20",
-           "--required-batch-size-multiple", "1", "--optimizer", "adam", "--lr", "1e-3", "--seed", str(args.seed),
-           "--max-update", str(args.max_update), "--log-format", "json", "--log-interval", str(args.log_interval),
-           "--disable-validation", "--save-dir", save, "--no-epoch-checkpoints", "--num-workers", "0",
-           "--no-progress-bar", "--cpu"]
+    cmd = [
+        os.path.join(BIN, "fairseq-train"),
+        data,
+        *task_flags,
+        *model_flags,
+        "--batch-size",
+        "20",
+        "--required-batch-size-multiple",
+        "1",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "1e-3",
+        "--seed",
+        str(args.seed),
+        "--max-update",
+        str(args.max_update),
+        "--log-format",
+        "json",
+        "--log-interval",
+        str(args.log_interval),
+        "--disable-validation",
+        "--save-dir",
+        save,
+        "--no-epoch-checkpoints",
+        "--num-workers",
+        "0",
+        "--no-progress-bar",
+        "--cpu",
+    ]
     print(f"== {tag}: {shlex.join(cmd[1:])}", flush=True)
     out = run(cmd, os.path.join(work, f"{tag}.train.log"))
     params = int(re.search(r"num\. (?:shared )?model params: ([0-9,]+)", out).group(1).replace(",", ""))
-    inner = [json.loads(line[line.index("{"):]) for line in out.splitlines() if "| train_inner |" in line]
+    inner = [json.loads(line[line.index("{") :]) for line in out.splitlines() if "| train_inner |" in line]
     if len(inner) < 2:
-        sys.exit(f"bench_models.py: error: {name}: {len(inner)} train_inner lines; raise --max-update above "
-                 f"2 x --log-interval")
+        sys.exit(
+            f"bench_models.py: error: {name}: {len(inner)} train_inner lines; raise --max-update above "
+            f"2 x --log-interval"
+        )
     bsz = max(float(r["bsz"]) for r in inner)  # an interval may hold the epoch's short remainder batch
     if bsz != 20:
         sys.exit(f"bench_models.py: error: {name}: batches of {bsz:g} rows, expected 20")
@@ -128,9 +194,22 @@ def train(name, model_flags, task_flags, data, work, args, tag):
 
 def evaluate(name, task_flags, data, checkpoint, work, args, tag):
     """fairseq-eval-lm words/s of one checkpoint on --eval-subset."""
-    cmd = [os.path.join(BIN, "fairseq-eval-lm"), data, *task_flags, "--path", checkpoint,
-           "--gen-subset", args.eval_subset, "--batch-size", "20", "--required-batch-size-multiple", "1",
-           "--num-workers", "0", "--cpu"]
+    cmd = [
+        os.path.join(BIN, "fairseq-eval-lm"),
+        data,
+        *task_flags,
+        "--path",
+        checkpoint,
+        "--gen-subset",
+        args.eval_subset,
+        "--batch-size",
+        "20",
+        "--required-batch-size-multiple",
+        "1",
+        "--num-workers",
+        "0",
+        "--cpu",
+    ]
     # fairseq's own models keep an argparse.Namespace in their checkpoints, which torch's default
     # weights_only loader refuses; these are the checkpoints this script has just written
     env = {} if name == "qrnn_lm" else {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
@@ -148,7 +227,7 @@ def bench(chosen, data, work, args, prefix=""):
     """
     results = {name: dict(wps=[], eval_wps=[], wpb=[]) for name in chosen}
     for round_ in range(args.rounds):
-        for name in (list(chosen) if round_ % 2 == 0 else list(chosen)[::-1]):
+        for name in list(chosen) if round_ % 2 == 0 else list(chosen)[::-1]:
             model_flags, task_flags = chosen[name]
             start = time.time()
             tag = f"{prefix}{name}.{round_ + 1}"
@@ -159,9 +238,11 @@ def bench(chosen, data, work, args, prefix=""):
             r["wps"] += wps
             r["wpb"].append(wpb)
             r["eval_wps"].append(eval_wps)
-            print(f"   round {round_ + 1}: {params:,} parameters; train words/s {', '.join(f'{w:.0f}' for w in wps)}; "
-                  f"eval {eval_wps:,.0f} words/s ({tokens:,} tokens in {seconds:.1f} s); {time.time() - start:.0f} s",
-                  flush=True)
+            print(
+                f"   round {round_ + 1}: {params:,} parameters; train words/s {', '.join(f'{w:.0f}' for w in wps)}; "
+                f"eval {eval_wps:,.0f} words/s ({tokens:,} tokens in {seconds:.1f} s); {time.time() - start:.0f} s",
+                flush=True,
+            )
     return results
 
 
@@ -175,12 +256,16 @@ def report(results, args, title):
     print()
     print("Words/s: best (least disturbed) interval, and the median, of every round's intervals after the first.")
     print()
-    print(f"| model | parameters | tokens/update | train words/s, best | train, median | "
-          f"eval words/s ({args.eval_subset}), best | eval / train (best) |")
+    print(
+        f"| model | parameters | tokens/update | train words/s, best | train, median | "
+        f"eval words/s ({args.eval_subset}), best | eval / train (best) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['params']:,} | {statistics.mean(r['wpb']):,.0f} | {r['best']:,.0f} | {r['median']:,.0f} "
-              f"| {r['eval_best']:,.0f} | {r['eval_best'] / r['best']:.2f}x |")
+        print(
+            f"| {name} | {r['params']:,} | {statistics.mean(r['wpb']):,.0f} | {r['best']:,.0f} | {r['median']:,.0f} "
+            f"| {r['eval_best']:,.0f} | {r['eval_best'] / r['best']:.2f}x |"
+        )
     print()
     params = [r["params"] for r in results.values()]
     if len(params) > 1:
@@ -189,8 +274,10 @@ def report(results, args, title):
     for other in ["lstm_lm", "transformer_lm"]:
         if q and other in results:
             o = results[other]
-            print(f"qrnn_lm / {other}: training {q['best'] / o['best']:.2f}x (best), {q['median'] / o['median']:.2f}x "
-                  f"(median); evaluation {q['eval_best'] / o['eval_best']:.2f}x")
+            print(
+                f"qrnn_lm / {other}: training {q['best'] / o['best']:.2f}x (best), {q['median'] / o['median']:.2f}x "
+                f"(median); evaluation {q['eval_best'] / o['eval_best']:.2f}x"
+            )
     if q and "lstm_lm" in results:
         verdict = "met" if q["best"] >= 2 * results["lstm_lm"]["best"] else "NOT met"
         print(f"goal qrnn_lm >= 2x lstm_lm in training words/s (best): {verdict}")
@@ -198,32 +285,62 @@ def report(results, args, title):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", choices=["small", "large", "both"], default="both",
-                        help="configuration(s) to run: small (2 layers, softmax-dominated), large (3 wide layers, "
-                             "recurrence-dominated) or both, small first (default: both)")
-    parser.add_argument("--data", help="binarized corpus (scripts/data/preprocess.sh output); default: binarize "
-                                       "examples/sample_corpus into a temporary directory")
+    parser.add_argument(
+        "--size",
+        choices=["small", "large", "both"],
+        default="both",
+        help="configuration(s) to run: small (2 layers, softmax-dominated), large (3 wide layers, "
+        "recurrence-dominated) or both, small first (default: both)",
+    )
+    parser.add_argument(
+        "--data",
+        help="binarized corpus (scripts/data/preprocess.sh output); default: binarize "
+        "examples/sample_corpus into a temporary directory",
+    )
     parser.add_argument("--max-update", type=int, default=30, help="updates per model and round (default 30)")
-    parser.add_argument("--log-interval", type=int, default=5, help="updates per wps reading; the first is warm-up "
-                                                                    "(default 5)")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="rounds over the three models, interleaved (the second in reverse order; default 2)")
+    parser.add_argument(
+        "--log-interval", type=int, default=5, help="updates per wps reading; the first is warm-up (default 5)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="rounds over the three models, interleaved (the second in reverse order; default 2)",
+    )
     parser.add_argument("--eval-subset", default="valid", help="split fairseq-eval-lm scores (default: valid)")
-    parser.add_argument("--embed-dim", type=int, default=256,
-                        help="embedding size of all three (tied in and out), both configurations")
-    parser.add_argument("--qrnn-hidden", type=int, default=448,
-                        help="small: qrnn_lm hidden size of the first layer (2 layers; default 448 matches the "
-                             "2 x 256 LSTM's parameter count)")
-    parser.add_argument("--transformer-ffn", type=int, default=512,
-                        help="small: transformer_lm FFN size (2 layers, 4 heads)")
-    parser.add_argument("--large-hidden", type=int, default=768,
-                        help="large: lstm_lm hidden size and transformer_lm width (3 layers; default 768)")
-    parser.add_argument("--large-qrnn-hidden", type=int, default=1712,
-                        help="large: qrnn_lm hidden size of its first two layers (3 layers; default 1712 matches "
-                             "the 3 x 768 LSTM's parameter count)")
-    parser.add_argument("--large-transformer-ffn", type=int, default=1152,
-                        help="large: transformer_lm FFN size (3 layers, one head per 64 of width; default 1152 "
-                             "matches the 3 x 768 LSTM's parameter count)")
+    parser.add_argument(
+        "--embed-dim", type=int, default=256, help="embedding size of all three (tied in and out), both configurations"
+    )
+    parser.add_argument(
+        "--qrnn-hidden",
+        type=int,
+        default=448,
+        help="small: qrnn_lm hidden size of the first layer (2 layers; default 448 matches the "
+        "2 x 256 LSTM's parameter count)",
+    )
+    parser.add_argument(
+        "--transformer-ffn", type=int, default=512, help="small: transformer_lm FFN size (2 layers, 4 heads)"
+    )
+    parser.add_argument(
+        "--large-hidden",
+        type=int,
+        default=768,
+        help="large: lstm_lm hidden size and transformer_lm width (3 layers; default 768)",
+    )
+    parser.add_argument(
+        "--large-qrnn-hidden",
+        type=int,
+        default=1712,
+        help="large: qrnn_lm hidden size of its first two layers (3 layers; default 1712 matches "
+        "the 3 x 768 LSTM's parameter count)",
+    )
+    parser.add_argument(
+        "--large-transformer-ffn",
+        type=int,
+        default=1152,
+        help="large: transformer_lm FFN size (3 layers, one head per 64 of width; default 1152 "
+        "matches the 3 x 768 LSTM's parameter count)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--only", nargs="+", choices=["qrnn_lm", "lstm_lm", "transformer_lm"], help="run only these")
     parser.add_argument("--keep", help="directory to keep logs and checkpoints in (default: a temporary one)")
@@ -242,12 +359,20 @@ def main():
         if data is None:
             data = os.path.join(work, "data-bin")
             print(f"== binarizing {os.path.relpath(SAMPLE, REPO)} into {data}", flush=True)
-            subprocess.run(["bash", os.path.join(REPO, "scripts", "data", "preprocess.sh"), SAMPLE, data], check=True,
-                           capture_output=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+            subprocess.run(
+                ["bash", os.path.join(REPO, "scripts", "data", "preprocess.sh"), SAMPLE, data],
+                check=True,
+                capture_output=True,
+                env=dict(os.environ, PYTHONWARNINGS="ignore"),
+            )
         import torch
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; {args.rounds} "
-              f"round(s) of {args.max_update} updates of 20 x 70 tokens per model, wps of every {args.log_interval} "
-              f"updates after the first {args.log_interval}; logs in {work}", flush=True)
+
+        print(
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; {args.rounds} "
+            f"round(s) of {args.max_update} updates of 20 x 70 tokens per model, wps of every {args.log_interval} "
+            f"updates after the first {args.log_interval}; logs in {work}",
+            flush=True,
+        )
         results = {}
         for size in sizes:
             print(f"== configuration {size}", flush=True)

@@ -50,8 +50,7 @@ import recipes  # noqa: E402
 
 PTB_TRAIN_TOKENS, PTB_EPOCHS = 929_589, 320
 PAPER = {"emsize": 400, "nhid": 1550, "layers": 4, "vocab": 10_000, "batch": 20, "bptt": 200}
-LOG = ["--cpu", "--no-save", "--disable-validation", "--log-format", "json", "--log-interval", "1",
-       "--no-progress-bar"]
+LOG = ["--cpu", "--no-save", "--disable-validation", "--log-format", "json", "--log-interval", "1", "--no-progress-bar"]
 
 
 def matmul_rate(dtype, m=4000, k=1550, n=4650, repeat=5) -> float:
@@ -82,7 +81,7 @@ def paper_step_flops(p=PAPER) -> float:
 
 
 def records(output: str, kind: str = "train_inner") -> list:
-    return [json.loads(line[line.index("{"):]) for line in output.splitlines() if f"| {kind} |" in line]
+    return [json.loads(line[line.index("{") :]) for line in output.splitlines() if f"| {kind} |" in line]
 
 
 def step_seconds(output: str) -> float:
@@ -124,66 +123,144 @@ def compare_precisions(name, variants, updates):
     labels = list(variants)
     if len(labels) == 2:
         for amp, precision in ((False, "float32"), (True, "bfloat16")):
-            print(f"{precision}: the step with the synthesizer is {steps[(labels[1], amp)] / steps[(labels[0], amp)]:.2f}x "
-                  f"the step without it")
+            print(
+                f"{precision}: the step with the synthesizer is {steps[(labels[1], amp)] / steps[(labels[0], amp)]:.2f}x "
+                f"the step without it"
+            )
     return steps
 
 
 def paper(data, updates):
     rates = {dtype: matmul_rate(dtype) for dtype in (torch.float32, torch.bfloat16)}
     flops = paper_step_flops()
-    print(f"matrix products at one thread (4000 x 1550 x 4650): float32 {rates[torch.float32] / 1e9:.0f} GFLOP/s, "
-          f"bfloat16 {rates[torch.bfloat16] / 1e9:.0f} GFLOP/s; the paper step's products: {flops / 1e9:.0f} GFLOP, "
-          f"bound {flops / rates[torch.float32]:.2f} s in float32, {flops / rates[torch.bfloat16]:.2f} s in bfloat16")
+    print(
+        f"matrix products at one thread (4000 x 1550 x 4650): float32 {rates[torch.float32] / 1e9:.0f} GFLOP/s, "
+        f"bfloat16 {rates[torch.bfloat16] / 1e9:.0f} GFLOP/s; the paper step's products: {flops / 1e9:.0f} GFLOP, "
+        f"bound {flops / rates[torch.float32]:.2f} s in float32, {flops / rates[torch.bfloat16]:.2f} s in bfloat16"
+    )
     with tempfile.TemporaryDirectory() as save:
+
         def flags(run_name, extra=()):
             command = recipes.commands(run_name, data, save, extra)[0]
             return command[2:]  # after "fairseq-train DATA"
-        variants = {"without the synthesizer (ptb/bptt)": (data, flags("ptb/bptt")),
-                    "with it, synthetic phase (ptb/dni, --whenswitch 1)": (data, flags("ptb/dni", ["--whenswitch", "1"]))}
+
+        variants = {
+            "without the synthesizer (ptb/bptt)": (data, flags("ptb/bptt")),
+            "with it, synthetic phase (ptb/dni, --whenswitch 1)": (data, flags("ptb/dni", ["--whenswitch", "1"])),
+        }
         steps = compare_precisions("paper", variants, updates)
     windows = PTB_TRAIN_TOKENS / (PAPER["batch"] * PAPER["bptt"])
     for (label, amp), s in steps.items():
         rate = rates[torch.bfloat16 if amp else torch.float32]
-        print(f"  {label}, {'bfloat16' if amp else 'float32'}: step {s:.2f} s = {s / (flops / rate):.2f}x its "
-              f"matrix-product bound; one {PTB_EPOCHS}-epoch PTB run: {s * windows * PTB_EPOCHS / 3600:,.0f} hours")
+        print(
+            f"  {label}, {'bfloat16' if amp else 'float32'}: step {s:.2f} s = {s / (flops / rate):.2f}x its "
+            f"matrix-product bound; one {PTB_EPOCHS}-epoch PTB run: {s * windows * PTB_EPOCHS / 3600:,.0f} hours"
+        )
 
 
 def small(data, updates):
-    base = ["--user-dir", os.path.join(REPO, "altsg_fairseq"), "--task", "alternating_lm",
-            "--criterion", "synthetic_gradient_lm", *SMALL, "--batch-size", "20", "--seed", "1"]
-    variants = {"without the synthesizer": (data, base),
-                "with the QRNN synthesizer, synthetic phase": (data, [*base, "--use-sg", "--sg-type", "qrnn",
-                                                                       "--whenswitch", "1"])}
+    base = [
+        "--user-dir",
+        os.path.join(REPO, "altsg_fairseq"),
+        "--task",
+        "alternating_lm",
+        "--criterion",
+        "synthetic_gradient_lm",
+        *SMALL,
+        "--batch-size",
+        "20",
+        "--seed",
+        "1",
+    ]
+    variants = {
+        "without the synthesizer": (data, base),
+        "with the QRNN synthesizer, synthetic phase": (
+            data,
+            [*base, "--use-sg", "--sg-type", "qrnn", "--whenswitch", "1"],
+        ),
+    }
     compare_precisions("small", variants, updates)
     outputs = run_together([train(data, base, True, ["--max-update", str(updates)]) for _ in range(2)])
     per_job = [20 * 35 / step_seconds(o) for o in outputs]
-    print(f"two bfloat16 jobs side by side, one thread each: {', '.join(f'{w:,.0f}' for w in per_job)} words/s = "
-          f"{', '.join(f'{w / ORIGINAL_WORDS_PER_SECOND:.2f}x' for w in per_job)} the original code's "
-          f"{ORIGINAL_WORDS_PER_SECOND:,}")
+    print(
+        f"two bfloat16 jobs side by side, one thread each: {', '.join(f'{w:,.0f}' for w in per_job)} words/s = "
+        f"{', '.join(f'{w / ORIGINAL_WORDS_PER_SECOND:.2f}x' for w in per_job)} the original code's "
+        f"{ORIGINAL_WORDS_PER_SECOND:,}"
+    )
 
 
 def quality(data, seeds, epochs):
-    base = ["--user-dir", os.path.join(REPO, "altsg_fairseq"), "--task", "alternating_lm",
-            "--criterion", "synthetic_gradient_lm", *SMALL, "--batch-size", "20", "--batch-size-valid", "10",
-            "--use-sg", "--sg-type", "qrnn", "--whenswitch", "2", "--max-epoch", str(epochs), "--cpu",
-            "--log-format", "json", "--log-interval", "100", "--no-progress-bar", "--no-epoch-checkpoints"]
+    base = [
+        "--user-dir",
+        os.path.join(REPO, "altsg_fairseq"),
+        "--task",
+        "alternating_lm",
+        "--criterion",
+        "synthetic_gradient_lm",
+        *SMALL,
+        "--batch-size",
+        "20",
+        "--batch-size-valid",
+        "10",
+        "--use-sg",
+        "--sg-type",
+        "qrnn",
+        "--whenswitch",
+        "2",
+        "--max-epoch",
+        str(epochs),
+        "--cpu",
+        "--log-format",
+        "json",
+        "--log-interval",
+        "100",
+        "--no-progress-bar",
+        "--no-epoch-checkpoints",
+    ]
     ppl = {}
     with tempfile.TemporaryDirectory() as root:
         for seed in seeds:
-            commands = [[os.path.join(BIN, "fairseq-train"), data, *base, "--seed", str(seed),
-                         "--save-dir", os.path.join(root, f"{seed}-{amp}"), *(["--amp"] if amp else [])]
-                        for amp in (False, True)]
+            commands = [
+                [
+                    os.path.join(BIN, "fairseq-train"),
+                    data,
+                    *base,
+                    "--seed",
+                    str(seed),
+                    "--save-dir",
+                    os.path.join(root, f"{seed}-{amp}"),
+                    *(["--amp"] if amp else []),
+                ]
+                for amp in (False, True)
+            ]
             for amp, output in zip((False, True), run_together(commands)):
                 ppl[(seed, amp)] = float(records(output, "valid")[-1]["valid_ppl"])
         checkpoint = os.path.join(root, f"{seeds[0]}-False", "checkpoint_last.pt")
-        evaluation = [os.path.join(BIN, "fairseq-eval-lm"), data, "--user-dir", os.path.join(REPO, "altsg_fairseq"),
-                      "--task", "alternating_lm", "--path", checkpoint, "--gen-subset", "valid", "--batch-size", "10",
-                      "--bptt", "35", "--cpu"]
-        scored = {amp: float(run(evaluation + (["--amp"] if amp else [])).split("Perplexity: ")[1].split()[0])
-                  for amp in (False, True)}
-    print(f"\nquality: the small configuration with the QRNN synthesizer (synthetic from epoch 2), {epochs} epochs: "
-          f"validation perplexity")
+        evaluation = [
+            os.path.join(BIN, "fairseq-eval-lm"),
+            data,
+            "--user-dir",
+            os.path.join(REPO, "altsg_fairseq"),
+            "--task",
+            "alternating_lm",
+            "--path",
+            checkpoint,
+            "--gen-subset",
+            "valid",
+            "--batch-size",
+            "10",
+            "--bptt",
+            "35",
+            "--cpu",
+        ]
+        scored = {
+            amp: float(run(evaluation + (["--amp"] if amp else [])).split("Perplexity: ")[1].split()[0])
+            for amp in (False, True)
+        }
+    print(
+        f"\nquality: the small configuration with the QRNN synthesizer (synthetic from epoch 2), {epochs} epochs: "
+        f"validation perplexity"
+    )
     print("| seed | float32 | bfloat16 (--amp) |")
     print("|---|---|---|")
     for seed in seeds:
@@ -191,10 +268,14 @@ def quality(data, seeds, epochs):
     m32, m16 = (statistics.mean(ppl[(s, amp)] for s in seeds) for amp in (False, True))
     spread = max(ppl[(s, False)] for s in seeds) - min(ppl[(s, False)] for s in seeds)
     print(f"| mean | {m32:.2f} | {m16:.2f} |")
-    print(f"bfloat16's mean is {100 * (m16 / m32 - 1):+.2f}% of float32's; float32's seeds span {spread:.2f} "
-          f"({100 * spread / m32:.2f}% of its mean)")
-    print(f"fairseq-eval-lm of seed {seeds[0]}'s float32 checkpoint on valid: float32 {scored[False]:.2f}, "
-          f"bfloat16 {scored[True]:.2f} ({100 * (scored[True] / scored[False] - 1):+.3f}%)")
+    print(
+        f"bfloat16's mean is {100 * (m16 / m32 - 1):+.2f}% of float32's; float32's seeds span {spread:.2f} "
+        f"({100 * spread / m32:.2f}% of its mean)"
+    )
+    print(
+        f"fairseq-eval-lm of seed {seeds[0]}'s float32 checkpoint on valid: float32 {scored[False]:.2f}, "
+        f"bfloat16 {scored[True]:.2f} ({100 * (scored[True] / scored[False] - 1):+.3f}%)"
+    )
 
 
 def main():

@@ -26,8 +26,11 @@ import torch
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 CONFIGS = {
     "paper": {"flags": ["--arch", "qrnn_lm_ptb"], "sg": ["--sg-type", "qrnn"], "bptt": 200},
-    "small": {"flags": ["--arch", "qrnn_lm", "--embed-dim", "200", "--hidden-dim", "200", "--num-layers", "2"],
-              "sg": ["--sg-type", "gru"], "bptt": 35},
+    "small": {
+        "flags": ["--arch", "qrnn_lm", "--embed-dim", "200", "--hidden-dim", "200", "--num-layers", "2"],
+        "sg": ["--sg-type", "gru"],
+        "bptt": 35,
+    },
 }
 VOCAB, ROWS = 10_000, 20
 
@@ -37,12 +40,31 @@ def build(data_dir, config, use_sg):
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.optim import build_optimizer
 
-    args = options.parse_args_and_arch(options.get_training_parser(), [
-        data_dir, "--user-dir", os.path.join(REPO, "altsg_fairseq"), "--task", "alternating_lm",
-        "--criterion", "synthetic_gradient_lm", "--optimizer", "adam_l2", "--lr", "1e-3", "--weight-decay", "1.2e-6",
-        "--bptt", str(config["bptt"]), "--batch-size", str(ROWS), "--cpu", *config["flags"],
-        *(["--use-sg", *config["sg"]] if use_sg else []),
-    ])
+    args = options.parse_args_and_arch(
+        options.get_training_parser(),
+        [
+            data_dir,
+            "--user-dir",
+            os.path.join(REPO, "altsg_fairseq"),
+            "--task",
+            "alternating_lm",
+            "--criterion",
+            "synthetic_gradient_lm",
+            "--optimizer",
+            "adam_l2",
+            "--lr",
+            "1e-3",
+            "--weight-decay",
+            "1.2e-6",
+            "--bptt",
+            str(config["bptt"]),
+            "--batch-size",
+            str(ROWS),
+            "--cpu",
+            *config["flags"],
+            *(["--use-sg", *config["sg"]] if use_sg else []),
+        ],
+    )
     cfg = convert_namespace_to_omegaconf(args)
     task = tasks.setup_task(cfg.task)
     model = task.build_model(cfg.model).train()
@@ -56,8 +78,13 @@ def one_step(built, synthetic, bptt, i):
     if task.dni is not None:
         task.dni.synthetic = synthetic
     tokens = torch.randint(4, VOCAB, (ROWS, bptt + 1))
-    sample = {"net_input": {"src_tokens": tokens[:, :-1], "src_lengths": None, "stream": "train", "reset": i == 0},
-              "target": tokens[:, 1:], "ntokens": ROWS * bptt, "nsentences": ROWS, "lr_scale": 1.0}
+    sample = {
+        "net_input": {"src_tokens": tokens[:, :-1], "src_lengths": None, "stream": "train", "reset": i == 0},
+        "target": tokens[:, 1:],
+        "ntokens": ROWS * bptt,
+        "nsentences": ROWS,
+        "lr_scale": 1.0,
+    }
     start = time.perf_counter()
     task.train_step(sample, model, criterion, optimizer, i)
     optimizer.clip_grad_norm(0.25)
@@ -76,8 +103,10 @@ def main():
     with tempfile.TemporaryDirectory() as data_dir:
         with open(os.path.join(data_dir, "dict.txt"), "w") as f:
             f.writelines(f"w{i} 1\n" for i in range(VOCAB - 4))
-        print(f"{args.config} configuration ({' '.join(config['flags'])}, {' '.join(config['sg'])}), "
-              f"batch {ROWS} x bptt {config['bptt']}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+        print(
+            f"{args.config} configuration ({' '.join(config['flags'])}, {' '.join(config['sg'])}), "
+            f"batch {ROWS} x bptt {config['bptt']}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+        )
         torch.manual_seed(0)
         without = build(data_dir, config, False)
         torch.manual_seed(0)
@@ -90,15 +119,21 @@ def main():
                 if i:  # the first step warms up (allocations, compilation)
                     times[name].append(seconds)
     task, model = with_sg[0], with_sg[1]
-    print(f"model parameters: {sum(p.numel() for p in model.parameters()):,}; synthesizer parameters: "
-          f"{sum(p.numel() for p in task.dni.synthesizer.parameters()):,}")
+    print(
+        f"model parameters: {sum(p.numel() for p in model.parameters()):,}; synthesizer parameters: "
+        f"{sum(p.numel() for p in task.dni.synthesizer.parameters()):,}"
+    )
     base = statistics.median(times["without"])
     for name, values in times.items():
         median = statistics.median(values)
         print(f"step {name:16} {median:7.3f} s  ({median / base:.3f}x)   [{', '.join(f'{v:.3f}' for v in values)}]")
     # the diagnostics (sg_loss, sg_cos and the norms, overall and per layer: sums in float64) that
     # every update's backward pass reports, timed alone at this state's shape
-    width = sum(task.dni.layer_sizes) if task.dni.layer_sizes else model.decoder.start_state("diagnostics", True, ROWS).size(1)
+    width = (
+        sum(task.dni.layer_sizes)
+        if task.dni.layer_sizes
+        else model.decoder.start_state("diagnostics", True, ROWS).size(1)
+    )
     g_hat, g_true = torch.randn(ROWS, width), torch.randn(ROWS, width)
     seconds = []
     for _ in range(20):
@@ -107,8 +142,10 @@ def main():
         task.dni.pop_stats()
         seconds.append(time.perf_counter() - start)
     cost = statistics.median(seconds)
-    print(f"diagnostics over {ROWS} x {width:,} state numbers: {cost * 1e3:.2f} ms per update "
-          f"({cost / statistics.median(times['real phase']):.2%} of the real-phase step)")
+    print(
+        f"diagnostics over {ROWS} x {width:,} state numbers: {cost * 1e3:.2f} ms per update "
+        f"({cost / statistics.median(times['real phase']):.2%} of the real-phase step)"
+    )
 
 
 if __name__ == "__main__":

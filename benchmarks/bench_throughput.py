@@ -38,8 +38,26 @@ BIN = os.path.dirname(os.path.abspath(sys.executable))
 SAMPLE = os.path.join(REPO, "examples", "sample_corpus")
 ORIGINAL_WORDS_PER_SECOND = 2200  # the original code (alternate_sg), this configuration, one thread, this machine type
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-SMALL = ["--arch", "qrnn_lm", "--embed-dim", "200", "--hidden-dim", "200", "--num-layers", "2", "--bptt", "35",
-         "--optimizer", "adam_l2", "--lr", "1e-3", "--weight-decay", "1.2e-6", "--clip-norm", "0.25"]
+SMALL = [
+    "--arch",
+    "qrnn_lm",
+    "--embed-dim",
+    "200",
+    "--hidden-dim",
+    "200",
+    "--num-layers",
+    "2",
+    "--bptt",
+    "35",
+    "--optimizer",
+    "adam_l2",
+    "--lr",
+    "1e-3",
+    "--weight-decay",
+    "1.2e-6",
+    "--clip-norm",
+    "0.25",
+]
 
 
 def env():
@@ -48,29 +66,105 @@ def env():
 
 def binarize(text: str, dest: str) -> None:
     common = [os.path.join(BIN, "fairseq-preprocess"), "--only-source", "--log-format", "simple"]
-    subprocess.run([*common, "--dict-only", "--trainpref", os.path.join(text, "train.txt"), "--nwordssrc", "9996",
-                    "--destdir", os.path.join(dest, "dict")], check=True, env=env(), capture_output=True)
-    subprocess.run([*common, "--srcdict", os.path.join(dest, "dict", "dict.txt"), "--workers", "2",
-                    "--trainpref", os.path.join(text, "train.txt"), "--validpref", os.path.join(text, "valid.txt"),
-                    "--destdir", dest], check=True, env=env(), capture_output=True)
+    subprocess.run(
+        [
+            *common,
+            "--dict-only",
+            "--trainpref",
+            os.path.join(text, "train.txt"),
+            "--nwordssrc",
+            "9996",
+            "--destdir",
+            os.path.join(dest, "dict"),
+        ],
+        check=True,
+        env=env(),
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *common,
+            "--srcdict",
+            os.path.join(dest, "dict", "dict.txt"),
+            "--workers",
+            "2",
+            "--trainpref",
+            os.path.join(text, "train.txt"),
+            "--validpref",
+            os.path.join(text, "valid.txt"),
+            "--destdir",
+            dest,
+        ],
+        check=True,
+        env=env(),
+        capture_output=True,
+    )
 
 
 def fairseq_train(data: str, updates: int, batch: int = 20, workers: int = 1, port: int = 29600) -> list:
-    command = [os.path.join(BIN, "fairseq-train"), data, "--user-dir", os.path.join(REPO, "altsg_fairseq"),
-               "--task", "alternating_lm", "--criterion", "synthetic_gradient_lm", *SMALL, "--batch-size", str(batch),
-               "--max-update", str(updates + 25), "--cpu", "--no-save", "--disable-validation", "--log-format", "json",
-               "--log-interval", "25", "--no-progress-bar", "--seed", "1"]
+    command = [
+        os.path.join(BIN, "fairseq-train"),
+        data,
+        "--user-dir",
+        os.path.join(REPO, "altsg_fairseq"),
+        "--task",
+        "alternating_lm",
+        "--criterion",
+        "synthetic_gradient_lm",
+        *SMALL,
+        "--batch-size",
+        str(batch),
+        "--max-update",
+        str(updates + 25),
+        "--cpu",
+        "--no-save",
+        "--disable-validation",
+        "--log-format",
+        "json",
+        "--log-interval",
+        "25",
+        "--no-progress-bar",
+        "--seed",
+        "1",
+    ]
     if workers == 1:
         return [command]
-    return [command + ["--distributed-world-size", str(workers), "--distributed-rank", str(rank),
-                       "--distributed-no-spawn", "--distributed-init-method", f"tcp://127.0.0.1:{port}",
-                       "--device-id", "0", "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"]
-            for rank in range(workers)]
+    return [
+        command
+        + [
+            "--distributed-world-size",
+            str(workers),
+            "--distributed-rank",
+            str(rank),
+            "--distributed-no-spawn",
+            "--distributed-init-method",
+            f"tcp://127.0.0.1:{port}",
+            "--device-id",
+            "0",
+            "--distributed-backend",
+            "gloo",
+            "--ddp-backend",
+            "legacy_ddp",
+        ]
+        for rank in range(workers)
+    ]
 
 
 def plain_loop(text: str, updates: int, profile: bool = False, log_interval: int = 0) -> list:
-    return [[sys.executable, os.path.join(REPO, "benchmarks", "plain_lm.py"), text, "--updates", str(updates),
-             "--warmup", "25", "--log-interval", str(log_interval), *(["--profile"] if profile else [])]]
+    return [
+        [
+            sys.executable,
+            os.path.join(REPO, "benchmarks", "plain_lm.py"),
+            text,
+            "--updates",
+            str(updates),
+            "--warmup",
+            "25",
+            "--log-interval",
+            str(log_interval),
+            *(["--profile"] if profile else []),
+        ]
+    ]
 
 
 def run_beside(main, companion):
@@ -78,8 +172,10 @@ def run_beside(main, companion):
     for as long as main runs, then stop the companion: both outputs, every logged
     interval of each measured while the other ran."""
     logs = [tempfile.TemporaryFile("w+") for _ in range(2)]
-    procs = [subprocess.Popen(c, stdout=log, stderr=subprocess.STDOUT, text=True, env=env(), cwd=REPO)
-             for c, log in zip([main, companion], logs)]
+    procs = [
+        subprocess.Popen(c, stdout=log, stderr=subprocess.STDOUT, text=True, env=env(), cwd=REPO)
+        for c, log in zip([main, companion], logs)
+    ]
     code = procs[0].wait()
     procs[1].terminate()
     procs[1].wait()
@@ -95,8 +191,10 @@ def run_beside(main, companion):
 def run_together(commands):
     """Start every command at once; returns their outputs (stdout + stderr)."""
     logs = [tempfile.TemporaryFile("w+") for _ in commands]
-    procs = [subprocess.Popen(c, stdout=log, stderr=subprocess.STDOUT, text=True, env=env(), cwd=REPO)
-             for c, log in zip(commands, logs)]
+    procs = [
+        subprocess.Popen(c, stdout=log, stderr=subprocess.STDOUT, text=True, env=env(), cwd=REPO)
+        for c, log in zip(commands, logs)
+    ]
     outs = []
     for proc, log, command in zip(procs, logs, commands):
         if proc.wait() != 0:
@@ -110,11 +208,14 @@ def run_together(commands):
 def words_per_second(output: str) -> dict:
     """fairseq's median logged wps after the first record, plain_lm.py's median interval
     (when it logged intervals), or plain_lm.py's JSON line."""
-    records = [json.loads(line[line.index("{"):]) for line in output.splitlines() if "| train_inner |" in line]
+    records = [json.loads(line[line.index("{") :]) for line in output.splitlines() if "| train_inner |" in line]
     if records:
         return {"words_per_second": statistics.median(float(r["wps"]) for r in records[1:])}
-    intervals = [json.loads(line)["interval_words_per_second"] for line in output.splitlines()
-                 if line.startswith('{"interval_words_per_second"')]
+    intervals = [
+        json.loads(line)["interval_words_per_second"]
+        for line in output.splitlines()
+        if line.startswith('{"interval_words_per_second"')
+    ]
     if intervals:
         return {"words_per_second": statistics.median(intervals)}
     return json.loads(output.strip().splitlines()[-1])
@@ -134,16 +235,21 @@ def main():
             row = {}
             order = ["fairseq", "plain"] if r % 2 == 0 else ["plain", "fairseq"]
             for name in order:  # quiet: one job alone
-                command = fairseq_train(data, args.updates) if name == "fairseq" else plain_loop(args.text, args.updates)
+                command = (
+                    fairseq_train(data, args.updates) if name == "fairseq" else plain_loop(args.text, args.updates)
+                )
                 row[f"{name} quiet"] = words_per_second(run_together(command)[0])["words_per_second"]
             # the plain loop runs beside fairseq-train from its start to its end (more updates than it
             # needs, stopped when fairseq-train ends), so that neither side runs alone for part of the time
-            fairseq_out, plain_out = run_beside(fairseq_train(data, args.updates)[0],
-                                                plain_loop(args.text, 100 * args.updates, log_interval=25)[0])
+            fairseq_out, plain_out = run_beside(
+                fairseq_train(data, args.updates)[0], plain_loop(args.text, 100 * args.updates, log_interval=25)[0]
+            )
             row["fairseq two jobs"] = words_per_second(fairseq_out)["words_per_second"]
             row["plain two jobs"] = words_per_second(plain_out)["words_per_second"]
-            for workers in ([1, 2] if r % 2 == 0 else [2, 1]):
-                outs = run_together(fairseq_train(data, args.updates, batch=20 // workers, workers=workers, port=29600 + r))
+            for workers in [1, 2] if r % 2 == 0 else [2, 1]:
+                outs = run_together(
+                    fairseq_train(data, args.updates, batch=20 // workers, workers=workers, port=29600 + r)
+                )
                 row[f"{workers} worker{'s' if workers > 1 else ''}"] = words_per_second(outs[0])["words_per_second"]
             rows.append(row)
             print(f"round {r + 1}: " + ", ".join(f"{k} {v:,.0f}" for k, v in row.items()), flush=True)
@@ -152,7 +258,8 @@ def main():
         "fairseq / plain, quiet": [row["fairseq quiet"] / row["plain quiet"] for row in rows],
         "fairseq / plain, two jobs": [row["fairseq two jobs"] / row["plain two jobs"] for row in rows],
         f"fairseq two jobs / the original code's {ORIGINAL_WORDS_PER_SECOND:,}": [
-            row["fairseq two jobs"] / ORIGINAL_WORDS_PER_SECOND for row in rows],
+            row["fairseq two jobs"] / ORIGINAL_WORDS_PER_SECOND for row in rows
+        ],
         "2 workers / 1 worker": [row["2 workers"] / row["1 worker"] for row in rows],
     }
     print("\nwords/s, medians of the rounds (one thread per process):")
@@ -162,9 +269,11 @@ def main():
     for key, values in ratios.items():
         print(f"  {key:34} {', '.join(f'{v:.2f}' for v in values)}; {statistics.median(values):.2f}")
     framework = 1 - median["fairseq quiet"] / median["plain quiet"]  # 1 - plain step / fairseq step
-    print(f"the plain loop's step: {matmul_share:.0%} in matrix products; fairseq-train's step: "
-          f"{matmul_share * median['fairseq quiet'] / median['plain quiet']:.0%} in matrix products, "
-          f"{framework:+.0%} in the framework (1 - plain step / fairseq step)")
+    print(
+        f"the plain loop's step: {matmul_share:.0%} in matrix products; fairseq-train's step: "
+        f"{matmul_share * median['fairseq quiet'] / median['plain quiet']:.0%} in matrix products, "
+        f"{framework:+.0%} in the framework (1 - plain step / fairseq step)"
+    )
     return 0
 
 

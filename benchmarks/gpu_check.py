@@ -62,11 +62,15 @@ def check(condition: bool, message: str) -> None:
 def prerequisites() -> None:
     from altsg_fairseq.modules import forget_mult_cuda
 
-    check(torch.cuda.is_available(),
-          f"no GPU: torch.cuda.is_available() is False (torch {torch.__version__}, "
-          f"built with CUDA {torch.version.cuda or 'none'})")
-    check(forget_mult_cuda.cupy_or_none() is not None,
-          f"no CuPy: {forget_mult_cuda.cupy_problem()}; {forget_mult_cuda.install_hint()}")
+    check(
+        torch.cuda.is_available(),
+        f"no GPU: torch.cuda.is_available() is False (torch {torch.__version__}, "
+        f"built with CUDA {torch.version.cuda or 'none'})",
+    )
+    check(
+        forget_mult_cuda.cupy_or_none() is not None,
+        f"no CuPy: {forget_mult_cuda.cupy_problem()}; {forget_mult_cuda.install_hint()}",
+    )
     import cupy
 
     f = torch.rand(4, 3, device="cuda")
@@ -77,9 +81,11 @@ def prerequisites() -> None:
         first = (str(e).strip().splitlines() or [""])[0]
         raise CheckFailed(f"the CUDA kernels do not compile or run: {type(e).__name__}: {first}") from e
     props = torch.cuda.get_device_properties(0)
-    say(f"device: {props.name}, {props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs | "
+    say(
+        f"device: {props.name}, {props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs | "
         f"torch {torch.__version__} (CUDA {torch.version.cuda}) | cupy {cupy.__version__} | "
-        f"python {sys.version.split()[0]}")
+        f"python {sys.version.split()[0]}"
+    )
 
 
 # ---- the GPU tests ----------------------------------------------------------------------------
@@ -104,9 +110,12 @@ def judge_tests(returncode: int, output: str) -> str:
     skipped = [line for line in output.splitlines() if line.startswith("SKIPPED")]
     passed = re.findall(r"(\d+) passed", output)
     summary = (output.strip().splitlines() or ["no output"])[-1]
-    check(returncode == 0 and not skipped and passed and int(passed[-1]) > 0,
-          f"the GPU tests did not all run and pass (pytest exit {returncode}, {len(skipped)} skipped"
-          + (f", first: {skipped[0]}" if skipped else "") + f"): {summary}")
+    check(
+        returncode == 0 and not skipped and passed and int(passed[-1]) > 0,
+        f"the GPU tests did not all run and pass (pytest exit {returncode}, {len(skipped)} skipped"
+        + (f", first: {skipped[0]}" if skipped else "")
+        + f"): {summary}",
+    )
     return f"GPU tests: {passed[-1]} passed, none skipped"
 
 
@@ -115,8 +124,11 @@ def gpu_tests(log: str) -> None:
 
     files = gpu_test_files()
     check(bool(files), "no test is marked cuda")
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", "-m", "cuda", *files],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", "-m", "cuda", *files],
+        capture_output=True,
+        text=True,
+    )
     with open(log, "w", encoding="utf-8") as f:
         f.write(proc.stdout + proc.stderr)
     say(judge_tests(proc.returncode, proc.stdout + proc.stderr) + f" ({', '.join(files)}; log: {log})")
@@ -167,9 +179,15 @@ def traffic_bytes(T: int, N: int, itemsize: int = 4) -> int:
 # (name, T, N): the base model's layer (20 rows x 1550), the synthesizer's sequence (its
 # hidden 50 over the 101,000 state numbers of 20 rows, and 4 times longer), and N around the
 # switch to the chunked scan (forget_mult_cuda.chunk_length: N >= 16,384 -> one thread per column)
-SHAPES = [("base model layer", 200, 20 * 1550), ("synthesizer, 20 rows", 101_000, 50),
-          ("synthesizer, 80 rows", 404_000, 50), ("near the switch", 2048, 8192),
-          ("near the switch", 2048, 16_383), ("near the switch", 2048, 16_384), ("near the switch", 2048, 32_768)]
+SHAPES = [
+    ("base model layer", 200, 20 * 1550),
+    ("synthesizer, 20 rows", 101_000, 50),
+    ("synthesizer, 80 rows", 404_000, 50),
+    ("near the switch", 2048, 8192),
+    ("near the switch", 2048, 16_383),
+    ("near the switch", 2048, 16_384),
+    ("near the switch", 2048, 32_768),
+]
 
 
 def kernels(repeat: int) -> None:
@@ -194,8 +212,10 @@ def kernels(repeat: int) -> None:
             rows[chunk] = fwd + bwd
             rate = traffic_bytes(T, N) / ((fwd + bwd) / 1e3)
             mark = " (chosen)" if chunk == chosen else ""
-            say(f"  {name} T={T:,} N={N:,}: {design}{mark}: fwd {fwd:.3f} ms, bwd {bwd:.3f} ms "
-                f"(host issues a bwd in {host:.3f} ms), {rate / 1e9:.0f} GB/s = {rate / copy:.0%} of the copy")
+            say(
+                f"  {name} T={T:,} N={N:,}: {design}{mark}: fwd {fwd:.3f} ms, bwd {bwd:.3f} ms "
+                f"(host issues a bwd in {host:.3f} ms), {rate / 1e9:.0f} GB/s = {rate / copy:.0%} of the copy"
+            )
         if L:
             say(f"  {name} T={T:,} N={N:,}: chunked scan {rows[0] / rows[L]:.1f}x one thread per column")
             check_designs_agree(fm, T, N, L)
@@ -211,8 +231,11 @@ def check_designs_agree(fm, T: int, N: int, L: int) -> None:
     h0 = torch.randn(N, device="cuda", dtype=torch.float64, generator=g)
     c_seq, c_scan = fm.forward(f, x, h0, chunk=0), fm.forward(f, x, h0, chunk=L)
     check(torch.allclose(c_scan, c_seq, rtol=1e-9, atol=1e-12), f"chunked forward differs at T={T}, N={N}")
-    for a, b, what in zip(fm.backward(f, x, h0, c_seq, grad, chunk=L), fm.backward(f, x, h0, c_seq, grad, chunk=0),
-                          ("grad_f", "grad_x", "grad_h0")):
+    for a, b, what in zip(
+        fm.backward(f, x, h0, c_seq, grad, chunk=L),
+        fm.backward(f, x, h0, c_seq, grad, chunk=0),
+        ("grad_f", "grad_x", "grad_h0"),
+    ):
         check(torch.allclose(a, b, rtol=1e-9, atol=1e-12), f"chunked {what} differs at T={T}, N={N}")
 
 
@@ -241,8 +264,9 @@ class PaperLM(torch.nn.Module):
         return self.out(h).transpose(0, 1), final
 
 
-def training(mode: str, windows: int, device: str = "cuda", sizes=(V, 400, 1550, 4), rows: int = ROWS,
-             bptt: int = BPTT) -> None:
+def training(
+    mode: str, windows: int, device: str = "cuda", sizes=(V, 400, 1550, 4), rows: int = ROWS, bptt: int = BPTT
+) -> None:
     """``windows`` windows of the paper's model with synthetic gradients (real phase for
     the first, synthetic after, so injection runs too) in precision ``mode`` ("fp32",
     "amp", "fp16"); CheckFailed at the first broken window."""
@@ -266,15 +290,16 @@ def training(mode: str, windows: int, device: str = "cuda", sizes=(V, 400, 1550,
     state, template = model.embed.weight.new_zeros(rows, S), None  # as the decoder's start_state
     for w in range(windows):
         interface.synthetic = w > 0
-        inputs, target = tokens[:, w * bptt:(w + 1) * bptt], tokens[:, w * bptt + 1:(w + 1) * bptt + 1]
+        inputs, target = tokens[:, w * bptt : (w + 1) * bptt], tokens[:, w * bptt + 1 : (w + 1) * bptt + 1]
         ntokens = target.numel()
         sync()
         t = time.perf_counter()
         with torch.autocast(device, dtype=torch.float16, enabled=mode == "amp"):
             start, probe = interface.wrap_start(state, ntokens, restart=w == 0)
             logits, final = model(inputs, start, template)
-            loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, vocabulary), target.reshape(-1),
-                                                     reduction="sum")
+            loss = torch.nn.functional.cross_entropy(
+                logits.float().reshape(-1, vocabulary), target.reshape(-1), reduction="sum"
+            )
             loss = loss + probe
             if interface.synthetic:
                 loss = loss + interface.inject(model.stack.pack(final), ntokens)
@@ -285,8 +310,11 @@ def training(mode: str, windows: int, device: str = "cuda", sizes=(V, 400, 1550,
         else:
             loss.backward()
         stats = {k: float(v) for k, v in interface.pop_stats().items()}
-        grads = {n: float(p.grad.abs().sum()) if p.grad is not None else 0.0
-                 for n, p in interface.synthesizer.named_parameters() if n.startswith(("input_map", "core"))}
+        grads = {
+            n: float(p.grad.abs().sum()) if p.grad is not None else 0.0
+            for n, p in interface.synthesizer.named_parameters()
+            if n.startswith(("input_map", "core"))
+        }
         if mode == "amp":
             scaler.unscale_(optimizer)
             scaler.step(optimizer)
@@ -301,17 +329,21 @@ def training(mode: str, windows: int, device: str = "cuda", sizes=(V, 400, 1550,
         interface.step()
         sync()
         ms = (time.perf_counter() - t) * 1e3
-        say(f"  {mode} window {w + 1} ({'synthetic' if w else 'real'}): loss {float(loss.detach()) / ntokens:.3f} nats/token, "
+        say(
+            f"  {mode} window {w + 1} ({'synthetic' if w else 'real'}): loss {float(loss.detach()) / ntokens:.3f} nats/token, "
             f"{ms:.0f} ms, sg_loss/element {stats.get('sg_loss', math.nan) / max(stats.get('sg_elements', 1), 1):.3g}, "
             f"|g_true|^2 {stats.get('sg_true_sq', math.nan):.3g}, skipped {stats.get('sg_skipped')}, "
-            f"synthesizer input_map+core |grad| {sum(grads.values()):.3g}")
+            f"synthesizer input_map+core |grad| {sum(grads.values()):.3g}"
+        )
         check(stats.get("sg_elements") == rows * S, f"{mode}: the window's statistics are missing ({sorted(stats)})")
         check(all(math.isfinite(v) for v in stats.values()), f"{mode} window {w + 1}: statistics not finite: {stats}")
         check(stats["sg_skipped"] == 0, f"{mode} window {w + 1}: the synthesizer's target was skipped (not finite)")
         check(stats["sg_true_sq"] > 0, f"{mode} window {w + 1}: the true gradient at the start state is exactly 0")
         zero = [n for n, g in grads.items() if not g > 0]
         # (the first window starts from zeros: the input map's weight gets no gradient there)
-        check(w == 0 or not zero, f"{mode} window {w + 1}: synthesizer parameters with zero gradient: {', '.join(zero)}")
+        check(
+            w == 0 or not zero, f"{mode} window {w + 1}: synthesizer parameters with zero gradient: {', '.join(zero)}"
+        )
         state = model.stack.pack(final).detach()
         template = map_state(final, lambda t: t.detach())
     del model, interface, optimizer

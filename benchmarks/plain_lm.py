@@ -61,9 +61,13 @@ def main():
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--bptt", type=int, default=35)
     parser.add_argument("--profile", action="store_true", help="also profile 10 updates: the matrix products' share")
-    parser.add_argument("--log-interval", type=int, default=0,
-                        help="also print each N timed updates' words/s as a JSON line (flushed), for runs that are "
-                             "stopped from outside")
+    parser.add_argument(
+        "--log-interval",
+        type=int,
+        default=0,
+        help="also print each N timed updates' words/s as a JSON line (flushed), for runs that are "
+        "stopped from outside",
+    )
     args = parser.parse_args()
     torch.manual_seed(1)
     stream = read_stream(os.path.join(args.text_dir, "train.txt"), 10_000)
@@ -81,7 +85,7 @@ def main():
         if length < 1:  # the end of the rows: a new pass
             state, position = None, 0
             return 0
-        x, y = rows[:, position:position + length], rows[:, position + 1:position + 1 + length]
+        x, y = rows[:, position : position + length], rows[:, position + 1 : position + 1 + length]
         logits, raw, dropped, new_state = model(x, state)
         state, position = map_state(new_state, torch.Tensor.detach), position + length
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
@@ -107,8 +111,11 @@ def main():
                 print(json.dumps({"interval_words_per_second": interval_words / (now - interval_started)}), flush=True)
                 interval_started, interval_words = now, 0
     seconds = time.perf_counter() - started
-    result = {"words_per_second": words / seconds, "seconds_per_update": seconds / args.updates,
-              "threads": torch.get_num_threads()}
+    result = {
+        "words_per_second": words / seconds,
+        "seconds_per_update": seconds / args.updates,
+        "threads": torch.get_num_threads(),
+    }
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 

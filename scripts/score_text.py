@@ -50,7 +50,9 @@ def locate(checkpoint: str, data: str = None):
         raise ScoreError(f"{checkpoint}: no such checkpoint (give a .pt file or a --save-dir with checkpoint_best.pt)")
     folder = Path(data) if data else path.parent
     if not (folder / "dict.txt").is_file():
-        raise ScoreError(f"no dict.txt in {folder}: pass --data, the fairseq-preprocess folder the model was trained on")
+        raise ScoreError(
+            f"no dict.txt in {folder}: pass --data, the fairseq-preprocess folder the model was trained on"
+        )
     return path, folder
 
 
@@ -87,20 +89,46 @@ def score_stream(text: Path, checkpoint: Path, folder: Path, args) -> None:
         # fairseq splits --testpref at commas and --path at colons: both go in under plain names
         os.symlink(text.resolve(), os.path.join(work, "text"))
         os.symlink(checkpoint.resolve(), os.path.join(work, "model.pt"))
-        tool("fairseq-preprocess", "--only-source", "--srcdict", folder / "dict.txt", "--testpref",
-             os.path.join(work, "text"), "--destdir", os.path.join(work, "bin"), "--workers", "1")
-        log = tool("fairseq-eval-lm", os.path.join(work, "bin"), "--user-dir", REPO / "altsg_fairseq", "--task",
-                   "alternating_lm", "--path", os.path.join(work, "model.pt"), "--gen-subset", "test", "--batch-size",
-                   "1", "--bptt", args.bptt,
-                   *(["--cpu"] if args.cpu else []), *(["--amp"] if args.amp else []),
-                   *(["--output-word-probs"] if args.word_scores else []))
+        tool(
+            "fairseq-preprocess",
+            "--only-source",
+            "--srcdict",
+            folder / "dict.txt",
+            "--testpref",
+            os.path.join(work, "text"),
+            "--destdir",
+            os.path.join(work, "bin"),
+            "--workers",
+            "1",
+        )
+        log = tool(
+            "fairseq-eval-lm",
+            os.path.join(work, "bin"),
+            "--user-dir",
+            REPO / "altsg_fairseq",
+            "--task",
+            "alternating_lm",
+            "--path",
+            os.path.join(work, "model.pt"),
+            "--gen-subset",
+            "test",
+            "--batch-size",
+            "1",
+            "--bptt",
+            args.bptt,
+            *(["--cpu"] if args.cpu else []),
+            *(["--amp"] if args.amp else []),
+            *(["--output-word-probs"] if args.word_scores else []),
+        )
     if args.word_scores:
         print_word_scores(log, text)
     loss = float(re.search(r"Loss \(base 2\): ([0-9.]+)", log).group(1))
     perplexity = float(re.search(r"Perplexity: ([0-9.]+)", log).group(1))  # from the unrounded loss
     tokens = int(re.search(r"Evaluated ([0-9,]+) tokens", log).group(1).replace(",", ""))
-    print(f"{text}: {tokens:,} tokens scored (the first has no history), {loss:.4f} bits per token, "
-          f"perplexity {perplexity:.2f}")
+    print(
+        f"{text}: {tokens:,} tokens scored (the first has no history), {loss:.4f} bits per token, "
+        f"perplexity {perplexity:.2f}"
+    )
 
 
 def print_word_scores(log: str, text: Path) -> None:
@@ -114,8 +142,10 @@ def print_word_scores(log: str, text: Path) -> None:
             scored += re.findall(r"(\S+) \[(-?[0-9.]+(?:e-?[0-9]+)?|-?inf)\]", found.group(1))
     words = [w for line in read_lines(text) for w in [*line.split(), "</s>"]]
     if len(scored) != len(words) - 1:  # the stream's first word is not scored
-        raise ScoreError(f"fairseq-eval-lm scored {len(scored):,} words of the {len(words) - 1:,} expected: "
-                         f"report this with the text")
+        raise ScoreError(
+            f"fairseq-eval-lm scored {len(scored):,} words of the {len(words) - 1:,} expected: "
+            f"report this with the text"
+        )
     for (shown, nats), word in zip(scored, words[1:]):
         name = word if shown == word else f"{word} ({shown})"
         print(f"{name}\t{float(nats) / math.log(2):.4f}")  # in bits, as fairseq's losses
@@ -129,8 +159,14 @@ def score_lines(text: Path, checkpoint: Path, folder: Path, args) -> None:
     from altsg_fairseq.models.qrnn_lm import QRNNLanguageModel
 
     # absolute: from_pretrained reads a data path that starts with "." as relative to the checkpoint's folder
-    hub = QRNNLanguageModel.from_pretrained(str(checkpoint.parent.resolve()), checkpoint.name, str(folder.resolve()),
-                                            user_dir=str(REPO / "altsg_fairseq"), cpu=args.cpu, amp=args.amp)
+    hub = QRNNLanguageModel.from_pretrained(
+        str(checkpoint.parent.resolve()),
+        checkpoint.name,
+        str(folder.resolve()),
+        user_dir=str(REPO / "altsg_fairseq"),
+        cpu=args.cpu,
+        amp=args.amp,
+    )
     hub.eval()
     total_bits = total_tokens = 0
     for number, line in enumerate(read_lines(text), start=1):
@@ -139,23 +175,35 @@ def score_lines(text: Path, checkpoint: Path, folder: Path, args) -> None:
         total_bits += bits
         total_tokens += scores.numel()
         print(f"{number}\t{bits:.4f}\t{scores.numel()}\t{2 ** (-bits / scores.numel()):.2f}")
-    print(f"{text}: {total_tokens:,} tokens in lines scored alone, {-total_bits / total_tokens:.4f} bits per token, "
-          f"perplexity {2 ** (-total_bits / total_tokens):.2f}")
+    print(
+        f"{text}: {total_tokens:,} tokens in lines scored alone, {-total_bits / total_tokens:.4f} bits per token, "
+        f"perplexity {2 ** (-total_bits / total_tokens):.2f}"
+    )
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="score_text.py", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="example: python scripts/score_text.py my.txt runs/qrnn --per-line")
+    parser = argparse.ArgumentParser(
+        prog="score_text.py",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: python scripts/score_text.py my.txt runs/qrnn --per-line",
+    )
     parser.add_argument("text", help="plain text, one sentence per line")
     parser.add_argument("checkpoint", help="a checkpoint .pt, or a --save-dir (its checkpoint_best.pt)")
-    parser.add_argument("--data", help="the folder of the dict.txt the model was trained with (default: beside the checkpoint)")
+    parser.add_argument(
+        "--data", help="the folder of the dict.txt the model was trained with (default: beside the checkpoint)"
+    )
     parser.add_argument("--per-line", action="store_true", help="score every line alone (the state reset at each line)")
     parser.add_argument("--word-scores", action="store_true", help="print every word's log-probability (bits)")
-    parser.add_argument("--bptt", type=int, default=70, help="window length of the stream scoring (the result does not depend on it)")
+    parser.add_argument(
+        "--bptt", type=int, default=70, help="window length of the stream scoring (the result does not depend on it)"
+    )
     parser.add_argument("--cpu", action="store_true", help="score on the CPU even where there is a GPU")
-    parser.add_argument("--amp", action="store_true",
-                        help="mixed precision, as fairseq-train --amp: bfloat16 autocast on a CPU (losses in float32)")
+    parser.add_argument(
+        "--amp",
+        action="store_true",
+        help="mixed precision, as fairseq-train --amp: bfloat16 autocast on a CPU (losses in float32)",
+    )
     args = parser.parse_args(argv)
     try:
         text = Path(args.text)

@@ -45,9 +45,11 @@ def run_child(request, answer_fd, modules):
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    for fd, path, flags in [(0, request["stdin"], os.O_RDONLY),
-                            (1, request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
-                            (2, request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)]:
+    for fd, path, flags in [
+        (0, request["stdin"], os.O_RDONLY),
+        (1, request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+        (2, request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+    ]:
         opened = os.open(path, flags, 0o644)
         os.dup2(opened, fd)
         os.close(opened)

@@ -17,10 +17,32 @@ BIN = Path(sys.executable).parent
 USER_DIR = REPO / "altsg_fairseq"
 
 TRAIN_FLAGS = [
-    "--user-dir", USER_DIR, "--task", "alternating_lm", "--arch", "qrnn_lm",
-    "--criterion", "synthetic_gradient_lm", "--optimizer", "adam", "--lr", "2e-3",
-    "--clip-norm", "0.25", "--cpu", "--log-format", "json", "--log-interval", "1",
-    "--embed-dim", "64", "--hidden-dim", "64", "--seed", "3", "--no-progress-bar",
+    "--user-dir",
+    USER_DIR,
+    "--task",
+    "alternating_lm",
+    "--arch",
+    "qrnn_lm",
+    "--criterion",
+    "synthetic_gradient_lm",
+    "--optimizer",
+    "adam",
+    "--lr",
+    "2e-3",
+    "--clip-norm",
+    "0.25",
+    "--cpu",
+    "--log-format",
+    "json",
+    "--log-interval",
+    "1",
+    "--embed-dim",
+    "64",
+    "--hidden-dim",
+    "64",
+    "--seed",
+    "3",
+    "--no-progress-bar",
 ]
 
 
@@ -56,13 +78,20 @@ class _CliServer:
         import atexit
         import tempfile
 
-        self.env = dict(os.environ, PYTHONWARNINGS="ignore")  # what torch and fairseq read when the server imported them
+        self.env = dict(
+            os.environ, PYTHONWARNINGS="ignore"
+        )  # what torch and fairseq read when the server imported them
         read_fd, self.answer_fd = os.pipe()
         self.answers = os.fdopen(read_fd, encoding="utf-8")
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("forked_cli.py")), str(self.answer_fd)],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, pass_fds=[self.answer_fd],
-            cwd=REPO, env=self.env)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            pass_fds=[self.answer_fd],
+            cwd=REPO,
+            env=self.env,
+        )
         os.close(self.answer_fd)
         self.files = tempfile.mkdtemp(prefix="forked-cli-")
         atexit.register(self.proc.kill)
@@ -94,7 +123,7 @@ class _CliServer:
 
 def records(log: str, kind: str) -> list:
     """The JSON records of one fairseq log kind ('train_inner', 'train', 'valid')."""
-    return [json.loads(line[line.index("{"):]) for line in log.splitlines() if f"| {kind} |" in line]
+    return [json.loads(line[line.index("{") :]) for line in log.splitlines() if f"| {kind} |" in line]
 
 
 def per_update(log) -> dict:
@@ -102,8 +131,10 @@ def per_update(log) -> dict:
     (``log``: the output, or the CompletedProcess that holds it)."""
     if not isinstance(log, str):
         log = log.stdout + log.stderr
-    return {int(r["num_updates"]): (float(r["loss"]), None if r.get("sg_loss") is None else float(r["sg_loss"]))
-            for r in records(log, "train_inner")}
+    return {
+        int(r["num_updates"]): (float(r["loss"]), None if r.get("sg_loss") is None else float(r["sg_loss"]))
+        for r in records(log, "train_inner")
+    }
 
 
 def eval_lm_scores(output: str) -> tuple:
@@ -115,8 +146,12 @@ def eval_lm_scores(output: str) -> tuple:
 
 def window_sample(tokens, first: bool, stream: str = "train") -> dict:
     """The sample alternating_lm hands the criterion for one window of (B, T + 1) tokens."""
-    return {"net_input": {"src_tokens": tokens[:, :-1], "src_lengths": None, "stream": stream, "reset": first},
-            "target": tokens[:, 1:], "ntokens": tokens[:, 1:].numel(), "nsentences": tokens.size(0)}
+    return {
+        "net_input": {"src_tokens": tokens[:, :-1], "src_lengths": None, "stream": stream, "reset": first},
+        "target": tokens[:, 1:],
+        "ntokens": tokens[:, 1:].numel(),
+        "nsentences": tokens.size(0),
+    }
 
 
 def logged(criterion, logging_outputs) -> dict:
@@ -150,8 +185,9 @@ def config_from_flags(data, *flags):
     flags = [str(f) for f in flags]
     defaults = [("--task", "alternating_lm"), ("--arch", "qrnn_lm"), ("--criterion", "synthetic_gradient_lm")]
     extra = [x for flag, value in defaults if flag not in flags for x in (flag, value)]
-    args = options.parse_args_and_arch(options.get_training_parser(),
-                                       [str(data), "--user-dir", str(USER_DIR), *extra, *flags])
+    args = options.parse_args_and_arch(
+        options.get_training_parser(), [str(data), "--user-dir", str(USER_DIR), *extra, *flags]
+    )
     return convert_namespace_to_omegaconf(args)
 
 
@@ -188,10 +224,29 @@ def run_workers(n: int, *args, check=True, timeout=600, threads=1):
     logs = [tempfile.TemporaryFile("w+") for _ in range(n)]  # pipes would fill up and stall the workers
     procs = [
         subprocess.Popen(
-            [str(BIN / "fairseq-train"), *map(str, args), "--distributed-world-size", str(n), "--distributed-rank",
-             str(rank), "--distributed-no-spawn", "--distributed-init-method", f"tcp://127.0.0.1:{port}",
-             "--device-id", "0", "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+            [
+                str(BIN / "fairseq-train"),
+                *map(str, args),
+                "--distributed-world-size",
+                str(n),
+                "--distributed-rank",
+                str(rank),
+                "--distributed-no-spawn",
+                "--distributed-init-method",
+                f"tcp://127.0.0.1:{port}",
+                "--device-id",
+                "0",
+                "--distributed-backend",
+                "gloo",
+                "--ddp-backend",
+                "legacy_ddp",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for rank, log in enumerate(logs)
     ]
     codes = [p.wait(timeout=timeout) for p in procs]

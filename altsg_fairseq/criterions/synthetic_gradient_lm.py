@@ -20,8 +20,18 @@ def upcast(t: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class SyntheticGradientLMConfig(FairseqDataclass):
-    alpha: float = field(default=2.0, metadata={"help": "activation regularisation (AR): alpha * mean(square(dropped last-layer output)); training only"})
-    beta: float = field(default=1.0, metadata={"help": "temporal activation regularisation (TAR): beta * mean(square(h_t - h_{t-1})) on the raw last-layer output; training only"})
+    alpha: float = field(
+        default=2.0,
+        metadata={
+            "help": "activation regularisation (AR): alpha * mean(square(dropped last-layer output)); training only"
+        },
+    )
+    beta: float = field(
+        default=1.0,
+        metadata={
+            "help": "temporal activation regularisation (TAR): beta * mean(square(h_t - h_{t-1})) on the raw last-layer output; training only"
+        },
+    )
 
 
 @register_criterion("synthetic_gradient_lm", dataclass=SyntheticGradientLMConfig)
@@ -128,7 +138,9 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
         metrics.log_scalar("nll_loss", total("nll_loss") / ntokens / math.log(2), ntokens, round=3)
         metrics.log_scalar("ar", total("ar") / ntokens, ntokens, round=4)
         metrics.log_scalar("tar", total("tar") / ntokens, ntokens, round=4)
-        metrics.log_derived("ppl", lambda meters: utils.get_perplexity(meters["nll_loss"].avg))  # inf, not an error, when it overflows
+        metrics.log_derived(
+            "ppl", lambda meters: utils.get_perplexity(meters["nll_loss"].avg)
+        )  # inf, not an error, when it overflows
         steps = total("sg_steps")
         if steps > 0:
             metrics.log_scalar("sg_loss", total("sg_loss") / total("sg_elements"), steps)
@@ -141,25 +153,31 @@ class SyntheticGradientLMCriterion(FairseqCriterion):
         """Cosine, norm ratio and relative error of the synthetic gradient at the start
         state, overall and per layer, and the injected / true gradient ratio, as ratios
         of sums over the logged windows and workers (BackwardInterface.pop_stats)."""
-        sums = sorted({k for log in logging_outputs for k in log if k.startswith(("sg_dot", "sg_hat_sq", "sg_true_sq"))}
-                      | {"sg_loss", "sg_injected_sq", "sg_future_sq"})
+        sums = sorted(
+            {k for log in logging_outputs for k in log if k.startswith(("sg_dot", "sg_hat_sq", "sg_true_sq"))}
+            | {"sg_loss", "sg_injected_sq", "sg_future_sq"}
+        )
         for key in sums:
             metrics.log_scalar_sum("_" + key, total(key))  # hidden: the derived ratios below are logged
 
         def ratio(num, den, cos_den=None):
             """sqrt(num / den), or num / sqrt(den * cos_den) for a cosine, from the summed meters."""
+
             def derive(meters):
                 a = meters["_" + num].sum
                 b = meters["_" + den].sum * (meters["_" + cos_den].sum if cos_den else 1.0)
                 if b <= 0:
                     return float("nan")
                 return a / math.sqrt(b) if cos_den else math.sqrt(a / b)
+
             return derive
 
-        suffixes = sorted({k[len("sg_dot"):] for k in sums if k.startswith("sg_dot")})  # "", "_l0", ...
+        suffixes = sorted({k[len("sg_dot") :] for k in sums if k.startswith("sg_dot")})  # "", "_l0", ...
         for suffix in suffixes:
             if total(f"sg_true_sq{suffix}") > 0:
-                metrics.log_derived(f"sg_cos{suffix}", ratio(f"sg_dot{suffix}", f"sg_hat_sq{suffix}", cos_den=f"sg_true_sq{suffix}"))
+                metrics.log_derived(
+                    f"sg_cos{suffix}", ratio(f"sg_dot{suffix}", f"sg_hat_sq{suffix}", cos_den=f"sg_true_sq{suffix}")
+                )
         if total("sg_true_sq") > 0:  # some window's backward pass ran and was not skipped
             metrics.log_derived("sg_norm_ratio", ratio("sg_hat_sq", "sg_true_sq"))
             metrics.log_derived("sg_rel_error", ratio("sg_loss", "sg_true_sq"))

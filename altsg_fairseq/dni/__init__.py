@@ -11,5 +11,4 @@ from .interface import TARGETS, BackwardInterface, SynthesizerMismatch
 from .synthetic_gradient import TrainSynthesizer, inject
 from .synthesizer import CORES, Synthesizer
 
-__all__ = ["BackwardInterface", "CORES", "Synthesizer", "SynthesizerMismatch", "TARGETS", "TrainSynthesizer",
-           "inject"]
+__all__ = ["BackwardInterface", "CORES", "Synthesizer", "SynthesizerMismatch", "TARGETS", "TrainSynthesizer", "inject"]

@@ -111,8 +111,16 @@ class BackwardInterface:
     Raises ``ValueError`` for an unknown target or a negative lr.
     """
 
-    def __init__(self, synthesizer: Synthesizer, lr: float = 1e-3, scale: float = 0.1, target: str = "paper",
-                 frozen: bool = False, rows: Optional[Rows] = None, layer_sizes: Optional[Sequence[int]] = None):
+    def __init__(
+        self,
+        synthesizer: Synthesizer,
+        lr: float = 1e-3,
+        scale: float = 0.1,
+        target: str = "paper",
+        frozen: bool = False,
+        rows: Optional[Rows] = None,
+        layer_sizes: Optional[Sequence[int]] = None,
+    ):
         if target not in TARGETS:
             raise ValueError(f"unknown synthesizer target {target!r}; choose one of {', '.join(TARGETS)}")
         if lr < 0:
@@ -153,8 +161,13 @@ class BackwardInterface:
         # whose backward overflowed must send as many numbers as one whose did not
         keys = self._sum_keys(start.size(1))
         zeros = torch.zeros(len(keys), dtype=torch.float64, device=start.device).unbind()  # one allocation
-        self._window = {"sg_steps": 1, "sg_elements": start.numel(), "sg_skipped": 0, "sg_on": int(self.synthetic),
-                        **dict(zip(keys, zeros))}
+        self._window = {
+            "sg_steps": 1,
+            "sg_elements": start.numel(),
+            "sg_skipped": 0,
+            "sg_on": int(self.synthetic),
+            **dict(zip(keys, zeros)),
+        }
         self._window_injected, self._injected = self._injected, None  # paired in this window's backward
         prediction_counts_twice = self.target == "paper" and self.synthetic
         return TrainSynthesizer.apply(start, g_hat, tokens, prediction_counts_twice, self._record)
@@ -221,12 +234,13 @@ class BackwardInterface:
         read = torch.cat([t.to(device=device, dtype=torch.float64) for t in parts]).tolist()  # the one read
         start = 0
         for t, act in pending:
-            act(read[start:start + t.numel()])
+            act(read[start : start + t.numel()])
             start += t.numel()
         return read[start:]
 
-    def step(self, weight_decay: float = 0.0, windows: int = 1,
-             all_reduce: Optional[Callable[[Tensor], None]] = None) -> None:
+    def step(
+        self, weight_decay: float = 0.0, windows: int = 1, all_reduce: Optional[Callable[[Tensor], None]] = None
+    ) -> None:
         """Update the synthesizer from the gradients of ``windows`` accumulated windows.
 
         The synthesizer's loss sums over state elements, so the gradients of
@@ -257,8 +271,17 @@ class BackwardInterface:
 
     def state_dict(self) -> dict:
         """The synthesizer, its config, its optimizer and its recurrent state (tensors and plain containers)."""
-        return dict(zip(_KEYS, (self.synthesizer.config, self.synthesizer.state_dict(), self.optimizer.state_dict(),
-                                self.synthesizer.recurrent_state())))
+        return dict(
+            zip(
+                _KEYS,
+                (
+                    self.synthesizer.config,
+                    self.synthesizer.state_dict(),
+                    self.optimizer.state_dict(),
+                    self.synthesizer.recurrent_state(),
+                ),
+            )
+        )
 
     def load_state_dict(self, state: dict) -> None:
         """Inverse of ``state_dict``; raises ``SynthesizerMismatch`` for another core or size."""
@@ -283,8 +306,12 @@ class BackwardInterface:
         """The summed statistics of every window whose flat state has ``width``
         numbers a row, in their fixed order (``pop_stats``)."""
         suffixes = [""] + ([f"_l{n}" for n in range(len(self.layer_sizes))] if self._per_layer(width) else [])
-        return ["sg_loss", *(f"{name}{suffix}" for suffix in suffixes for name in ("sg_hat_sq", "sg_true_sq", "sg_dot")),
-                "sg_injected_sq", "sg_future_sq"]
+        return [
+            "sg_loss",
+            *(f"{name}{suffix}" for suffix in suffixes for name in ("sg_hat_sq", "sg_true_sq", "sg_dot")),
+            "sg_injected_sq",
+            "sg_future_sq",
+        ]
 
     def _record(self, g_hat: Tensor, g_true: Tensor, flags: Tensor) -> None:
         """Where the window's backward pass reports the prediction and the true
@@ -300,11 +327,18 @@ class BackwardInterface:
         sums = {"sg_loss": (g_hat - g_true).pow(2).sum()}
         parts = [(g_hat, g_true, "")]
         if self._per_layer(g_hat.size(1)):
-            parts += [(h, t, f"_l{n}") for n, (h, t) in
-                      enumerate(zip(g_hat.split(self.layer_sizes, 1), g_true.split(self.layer_sizes, 1)))]
+            parts += [
+                (h, t, f"_l{n}")
+                for n, (h, t) in enumerate(zip(g_hat.split(self.layer_sizes, 1), g_true.split(self.layer_sizes, 1)))
+            ]
         for h, t, suffix in parts:
-            sums.update({f"sg_hat_sq{suffix}": h.pow(2).sum(), f"sg_true_sq{suffix}": t.pow(2).sum(),
-                         f"sg_dot{suffix}": (h * t).sum()})
+            sums.update(
+                {
+                    f"sg_hat_sq{suffix}": h.pow(2).sum(),
+                    f"sg_true_sq{suffix}": t.pow(2).sum(),
+                    f"sg_dot{suffix}": (h * t).sum(),
+                }
+            )
         injected = self._window_injected
         if injected is not None:
             sums.update(sg_injected_sq=injected.to(sums["sg_loss"]), sg_future_sq=sums["sg_true_sq"])
@@ -326,13 +360,14 @@ class BackwardInterface:
 
     def _watch_swamping(self, injected_sq: float, true_sq: float) -> None:
         """One warning when the injected gradient stays SWAMP_RATIO times the true one."""
-        swamped = injected_sq > SWAMP_RATIO ** 2 * true_sq
+        swamped = injected_sq > SWAMP_RATIO**2 * true_sq
         self._swamped = self._swamped + 1 if swamped else 0
         if self._swamped == SWAMP_WINDOWS:
             logger.warning(
                 f"synthetic gradients swamp the real ones: for {SWAMP_WINDOWS} updates the injected gradient "
                 f"has been over {SWAMP_RATIO:g}x the true gradient it stands for (--sg-scale {self.scale:g}); "
-                f"learning may stall: lower --sg-scale")
+                f"learning may stall: lower --sg-scale"
+            )
 
     @property
     def _dtype(self) -> torch.dtype:

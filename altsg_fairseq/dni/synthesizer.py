@@ -47,8 +47,15 @@ class Synthesizer(nn.Module):
         recurrent state after the call is kept (detached) for the next call.
     """
 
-    def __init__(self, core: str = "qrnn", hidden: int = 50, layers: int = 1, dropout: float = 0.1,
-                 noise_std: float = 0.5, zoneout: float = 0.1):
+    def __init__(
+        self,
+        core: str = "qrnn",
+        hidden: int = 50,
+        layers: int = 1,
+        dropout: float = 0.1,
+        noise_std: float = 0.5,
+        zoneout: float = 0.1,
+    ):
         super().__init__()
         if core not in CORES:
             raise ValueError(f"unknown synthesizer core {core!r}; choose one of {', '.join(CORES)}")
@@ -85,7 +92,7 @@ class Synthesizer(nn.Module):
         """Loads a state dict with the old names (encoder.*, decoder.*) as well: renames them first."""
         for old, new in self._OLD_NAMES:
             for key in [k for k in state_dict if k.startswith(prefix + old)]:
-                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+                state_dict[prefix + new + key[len(prefix + old) :]] = state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def reset_state(self) -> None:
@@ -151,8 +158,9 @@ class Synthesizer(nn.Module):
         w, e = self.input_map.weight[:, 0], self.input_map.bias
         w1, w2 = weight[:, :hidden], weight[:, hidden:]
         previous = None if state is None or state.prev_x is None else state.prev_x.detach().reshape(-1)
-        rows = torch.stack([w1 @ w, w2 @ w, w1 @ e + bias, w2 @ e,
-                            torch.zeros_like(bias) if previous is None else w2 @ previous])  # (5, 3 hidden)
+        rows = torch.stack(
+            [w1 @ w, w2 @ w, w1 @ e + bias, w2 @ e, torch.zeros_like(bias) if previous is None else w2 @ previous]
+        )  # (5, 3 hidden)
         v = values[:, 0]
         later = torch.ones_like(v)
         later[0] = 0
@@ -175,7 +183,9 @@ class Synthesizer(nn.Module):
         lstm = self.core_type == "lstm"
         hs, cs, x = [], [], None
         for n in range(self.num_layers):
-            w_ih, w_hh, b_ih, b_hh = (getattr(self.core, f"{k}_l{n}") for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            w_ih, w_hh, b_ih, b_hh = (
+                getattr(self.core, f"{k}_l{n}") for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            )
             if n == 0:
                 w, e = self.input_map.weight[:, 0], self.input_map.bias
                 projection = torch.stack([w_ih @ w, w_ih @ e + b_ih])  # (2, gates)

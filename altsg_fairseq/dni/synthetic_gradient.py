@@ -35,8 +35,14 @@ from torch import Tensor
 
 class TrainSynthesizer(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, state: Tensor, g_hat: Tensor, tokens: float, prediction_counts_twice: bool,
-                report: Callable[[Tensor, Tensor, Tensor], None]):
+    def forward(
+        ctx,
+        state: Tensor,
+        g_hat: Tensor,
+        tokens: float,
+        prediction_counts_twice: bool,
+        report: Callable[[Tensor, Tensor, Tensor], None],
+    ):
         """state: (B, S) the segment's start state; g_hat: (B, S) its predicted gradient."""
         ctx.tokens, ctx.prediction_counts_twice, ctx.report = tokens, prediction_counts_twice, report
         ctx.save_for_backward(g_hat)

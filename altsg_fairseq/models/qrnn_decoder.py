@@ -30,9 +30,13 @@ def softmax_cutoffs(spec: Optional[str], vocab: int) -> List[int]:
         try:
             cutoffs = [int(c) for c in spec.split(",")]
         except ValueError:
-            raise UsageError(f"--adaptive-softmax-cutoff takes comma-separated integers, 'auto' or 'none', got {spec!r}") from None
+            raise UsageError(
+                f"--adaptive-softmax-cutoff takes comma-separated integers, 'auto' or 'none', got {spec!r}"
+            ) from None
         if any(c <= 0 for c in cutoffs) or cutoffs != sorted(set(cutoffs)) or cutoffs[-1] >= vocab:
-            raise UsageError(f"--adaptive-softmax-cutoff {spec}: cutoffs must be increasing, positive and below the {vocab:,} dictionary entries")
+            raise UsageError(
+                f"--adaptive-softmax-cutoff {spec}: cutoffs must be increasing, positive and below the {vocab:,} dictionary entries"
+            )
     return [c for c in cutoffs if c < vocab]
 
 
@@ -92,13 +96,26 @@ class QRNNDecoder(FairseqIncrementalDecoder):
         super().__init__(dictionary)
         self.cfg = cfg
         self.embed_tokens = nn.Embedding(len(dictionary), cfg.embed_dim)
-        self.rnn = RecurrentStack(str(cfg.rnn_type), cfg.embed_dim, cfg.hidden_dim, cfg.embed_dim, cfg.num_layers,
-                                  cfg.dropout_hidden, cfg.weight_drop, cfg.zoneout)
+        self.rnn = RecurrentStack(
+            str(cfg.rnn_type),
+            cfg.embed_dim,
+            cfg.hidden_dim,
+            cfg.embed_dim,
+            cfg.num_layers,
+            cfg.dropout_hidden,
+            cfg.weight_drop,
+            cfg.zoneout,
+        )
         cutoffs = softmax_cutoffs(cfg.adaptive_softmax_cutoff, len(dictionary))
         self.adaptive_softmax = None
         if cutoffs:
-            self.adaptive_softmax = AdaptiveSoftmax(len(dictionary), cfg.embed_dim, cutoffs,
-                                                    cfg.adaptive_softmax_dropout, factor=cfg.adaptive_softmax_factor)
+            self.adaptive_softmax = AdaptiveSoftmax(
+                len(dictionary),
+                cfg.embed_dim,
+                cutoffs,
+                cfg.adaptive_softmax_dropout,
+                factor=cfg.adaptive_softmax_factor,
+            )
         else:
             self.output_bias = nn.Parameter(torch.zeros(len(dictionary)))
         self._carried: Dict[str, list] = {}
@@ -129,8 +146,9 @@ class QRNNDecoder(FairseqIncrementalDecoder):
         the stream's carried state)."""
         carried = self._stream_state(stream, reset)
         if carried is None:
-            return self.embed_tokens.weight.new_zeros(batch_size, self.state_size,
-                                                      dtype=state_dtype(self.embed_tokens.weight.dtype))
+            return self.embed_tokens.weight.new_zeros(
+                batch_size, self.state_size, dtype=state_dtype(self.embed_tokens.weight.dtype)
+            )
         return self.rnn.pack(carried)
 
     def flatten_state(self, state: list) -> Tensor:
@@ -172,8 +190,11 @@ class QRNNDecoder(FairseqIncrementalDecoder):
         else:
             carried = self._stream_state(stream, reset)
             start = carried if state is None else self.rnn.unpack(state, carried)
-        precision = nullcontext() if self.autocast_dtype is None else \
-            torch.autocast(src_tokens.device.type, dtype=self.autocast_dtype)
+        precision = (
+            nullcontext()
+            if self.autocast_dtype is None
+            else torch.autocast(src_tokens.device.type, dtype=self.autocast_dtype)
+        )
         with precision:
             x = embedding_dropout(self.embed_tokens, src_tokens.t(), self.cfg.dropout_embed, self.training)
             x = locked_dropout(x, self.cfg.dropout_input, self.training)
@@ -192,7 +213,13 @@ class QRNNDecoder(FairseqIncrementalDecoder):
             self._carried[stream] = kept_state(final_state)
         if incremental_state is not None:
             self._store(incremental_state, final_state, prefix_length)
-        extra = {"initial_state": start, "final_state": final_state, "raw_last": x, "dropped_last": dropped, "attn": None}
+        extra = {
+            "initial_state": start,
+            "final_state": final_state,
+            "raw_last": x,
+            "dropped_last": dropped,
+            "attn": None,
+        }
         return out, extra
 
     def output_layer(self, features: Tensor) -> Tensor:
@@ -212,7 +239,7 @@ class QRNNDecoder(FairseqIncrementalDecoder):
             while f"{n}.{len(parts)}" in saved:
                 parts.append(saved[f"{n}.{len(parts)}"])
             tensors.append(parts)
-        return self.rnn.state_from_tensors(tensors, like=self.embed_tokens.weight), tokens[:, int(saved["ran"]):]
+        return self.rnn.state_from_tensors(tensors, like=self.embed_tokens.weight), tokens[:, int(saved["ran"]) :]
 
     def _store(self, incremental_state, final_state, ran: int) -> None:
         saved: Dict[str, Optional[Tensor]] = {"ran": torch.tensor(ran)}

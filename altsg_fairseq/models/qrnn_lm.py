@@ -18,19 +18,47 @@ LOG_PROB_FLOOR = -1e9
 
 @dataclass
 class QRNNLanguageModelConfig(FairseqDataclass):
-    rnn_type: ChoiceEnum(CELLS) = field(default="qrnn", metadata={"help": "recurrent core (alternate_sg's --model QRNN|LSTM|GRU); weight drop acts on the QRNN linear weights or the LSTM/GRU hidden-to-hidden weights"})
-    embed_dim: int = field(default=256, metadata={"help": "embedding size (alternate_sg's --emsize); the last layer has this size, as input and output embeddings are tied"})
-    hidden_dim: int = field(default=256, metadata={"help": "hidden size of every recurrent layer but the last (--nhid)"})
+    rnn_type: ChoiceEnum(CELLS) = field(
+        default="qrnn",
+        metadata={
+            "help": "recurrent core (alternate_sg's --model QRNN|LSTM|GRU); weight drop acts on the QRNN linear weights or the LSTM/GRU hidden-to-hidden weights"
+        },
+    )
+    embed_dim: int = field(
+        default=256,
+        metadata={
+            "help": "embedding size (alternate_sg's --emsize); the last layer has this size, as input and output embeddings are tied"
+        },
+    )
+    hidden_dim: int = field(
+        default=256, metadata={"help": "hidden size of every recurrent layer but the last (--nhid)"}
+    )
     num_layers: int = field(default=2, metadata={"help": "number of recurrent layers (--nlayers)"})
     dropout: float = field(default=0.4, metadata={"help": "locked dropout on the last layer's output (--dropout)"})
-    dropout_hidden: float = field(default=0.3, metadata={"help": "locked dropout between recurrent layers (--dropouth)"})
+    dropout_hidden: float = field(
+        default=0.3, metadata={"help": "locked dropout between recurrent layers (--dropouth)"}
+    )
     dropout_input: float = field(default=0.4, metadata={"help": "locked dropout on the embedded input (--dropouti)"})
-    dropout_embed: float = field(default=0.1, metadata={"help": "embedding dropout: drops whole word rows of the table (--dropoute)"})
+    dropout_embed: float = field(
+        default=0.1, metadata={"help": "embedding dropout: drops whole word rows of the table (--dropoute)"}
+    )
     weight_drop: float = field(default=0.1, metadata={"help": "DropConnect on the recurrent weights (--wdrop)"})
     zoneout: float = field(default=0.0, metadata={"help": "zoneout on the QRNN forget gates (QRNN only)"})
-    adaptive_softmax_cutoff: Optional[str] = field(default=None, metadata={"help": "adaptive softmax cutoffs, e.g. 2800,20000,76000 (untied output embedding); 'auto'/unset: the original code's above 75,000 types, else full; 'none': full"})
-    adaptive_softmax_dropout: float = field(default=0.0, metadata={"help": "dropout in the adaptive softmax's tail projections"})
-    adaptive_softmax_factor: float = field(default=4.0, metadata={"help": "each adaptive softmax tail cluster's projection is this factor smaller than the previous one"})
+    adaptive_softmax_cutoff: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "adaptive softmax cutoffs, e.g. 2800,20000,76000 (untied output embedding); 'auto'/unset: the original code's above 75,000 types, else full; 'none': full"
+        },
+    )
+    adaptive_softmax_dropout: float = field(
+        default=0.0, metadata={"help": "dropout in the adaptive softmax's tail projections"}
+    )
+    adaptive_softmax_factor: float = field(
+        default=4.0,
+        metadata={
+            "help": "each adaptive softmax tail cluster's projection is this factor smaller than the previous one"
+        },
+    )
 
 
 @register_model("qrnn_lm", dataclass=QRNNLanguageModelConfig)
@@ -69,7 +97,9 @@ class QRNNLanguageModel(FairseqLanguageModel):
         # every word's probability (an adaptive softmax given the sample computes the targets' only)
         probs = super().get_normalized_probs(net_output, log_probs=True, sample=None)
         if sample is None or "target" not in sample or sample["target"].shape != probs.shape[:2]:
-            raise UsageError("the cache pointer scores whole windows with their targets: use fairseq-eval-lm without --softmax-batch")
+            raise UsageError(
+                "the cache pointer scores whole windows with their targets: use fairseq-eval-lm without --softmax-batch"
+            )
         if sample["net_input"].get("reset"):
             self.cache_pointer.reset()
         hidden = net_output[1]["raw_last"].transpose(0, 1)
@@ -100,10 +130,15 @@ class QRNNLanguageModel(FairseqLanguageModel):
         differ = [k for k, v in state_dict.items() if k in own and hasattr(v, "shape") and v.shape != own[k].shape]
         missing = sorted(set(own) - set(state_dict))
         if strict and (differ or missing):
-            what = (f"{differ[0]} is {tuple(state_dict[differ[0]].shape)} there, {tuple(own[differ[0]].shape)} here"
-                    if differ else f"it has no {missing[0]}")
-            raise UsageError(f"the checkpoint's model is not this one ({what}): use the --arch, --rnn-type, "
-                             f"--embed-dim, --hidden-dim, --num-layers and --adaptive-softmax-cutoff it was trained with")
+            what = (
+                f"{differ[0]} is {tuple(state_dict[differ[0]].shape)} there, {tuple(own[differ[0]].shape)} here"
+                if differ
+                else f"it has no {missing[0]}"
+            )
+            raise UsageError(
+                f"the checkpoint's model is not this one ({what}): use the --arch, --rnn-type, "
+                f"--embed-dim, --hidden-dim, --num-layers and --adaptive-softmax-cutoff it was trained with"
+            )
         return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
 
     def get_extra_state(self) -> dict:

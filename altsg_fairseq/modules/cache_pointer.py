@@ -128,9 +128,7 @@ class CachePointer(nn.Module):
                 "holds a history; call reset() between streams"
             )
         if self.keys is not None and self.keys.size(2) != hidden.size(2):
-            raise ValueError(
-                f"hidden size changed from {self.keys.size(2)} to {hidden.size(2)}; call reset()"
-            )
+            raise ValueError(f"hidden size changed from {self.keys.size(2)} to {hidden.size(2)}; call reset()")
 
         # Keys and words: [history; this window]; position L + t is query t.
         new_keys = hidden.detach()
@@ -199,6 +197,6 @@ class CachePointer(nn.Module):
         if self.window == 0:
             self.keys = self.words = None
         else:
-            self.keys = keys[:, -self.window:].detach().contiguous()
-            self.words = words[:, -self.window:].contiguous()
+            self.keys = keys[:, -self.window :].detach().contiguous()
+            self.words = words[:, -self.window :].contiguous()
         self.seen = seen

@@ -58,6 +58,8 @@ def summed_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     ``F.cross_entropy(logits.float(), target, reduction="sum")``.
     """
     if logits.dim() != 2 or target.shape != logits.shape[:1]:
-        raise ValueError(f"summed_cross_entropy expects logits (N, V) and target (N,); got {tuple(logits.shape)} "
-                         f"and {tuple(target.shape)}")
+        raise ValueError(
+            f"summed_cross_entropy expects logits (N, V) and target (N,); got {tuple(logits.shape)} "
+            f"and {tuple(target.shape)}"
+        )
     return _SummedCrossEntropy.apply(logits.contiguous(), target.contiguous())

@@ -44,14 +44,10 @@ class BackendUnavailable(RuntimeError):
 def _check_inputs(f: Tensor, x: Tensor, h0: Optional[Tensor]) -> None:
     if f.dim() != 3 or f.shape != x.shape:
         raise ValueError(
-            f"forget_mult expects f and x of the same shape (T, B, H); "
-            f"got f {tuple(f.shape)} and x {tuple(x.shape)}"
+            f"forget_mult expects f and x of the same shape (T, B, H); got f {tuple(f.shape)} and x {tuple(x.shape)}"
         )
     if h0 is not None and h0.shape != f.shape[1:]:
-        raise ValueError(
-            f"forget_mult expects h0 of shape (B, H) = {tuple(f.shape[1:])}; "
-            f"got {tuple(h0.shape)}"
-        )
+        raise ValueError(f"forget_mult expects h0 of shape (B, H) = {tuple(f.shape[1:])}; got {tuple(h0.shape)}")
 
 
 def forget_mult_reference(f: Tensor, x: Tensor, h0: Optional[Tensor] = None) -> Tensor:
@@ -93,8 +89,9 @@ class _NumbaKernels:
 
     def backward(self, f, x, h0, c, grad_c):
         grad_f, grad_x, grad_h0 = torch.empty_like(f), torch.empty_like(x), torch.empty_like(h0)
-        self.impl.run_columns(self.impl.forget_mult_backward, *f.shape,
-                              *map(self._array, (f, x, h0, c, grad_c, grad_f, grad_x, grad_h0)))
+        self.impl.run_columns(
+            self.impl.forget_mult_backward, *f.shape, *map(self._array, (f, x, h0, c, grad_c, grad_f, grad_x, grad_h0))
+        )
         return grad_f, grad_x, grad_h0
 
 
@@ -149,7 +146,9 @@ class _CompiledForgetMult(torch.autograd.Function):
 def _environment_backend() -> str:
     backend = os.environ.get("ALTSG_FORGET_MULT", "auto")
     if backend not in BACKENDS:
-        raise ValueError(f"ALTSG_FORGET_MULT={backend} is not a forget-mult backend; choose one of {', '.join(BACKENDS)}")
+        raise ValueError(
+            f"ALTSG_FORGET_MULT={backend} is not a forget-mult backend; choose one of {', '.join(BACKENDS)}"
+        )
     return backend
 
 
@@ -160,7 +159,9 @@ def check_backend() -> str:
     backend = _environment_backend()
     if backend == "cuda" and not forget_mult_cuda.available():
         missing = "a CUDA GPU" if not torch.cuda.is_available() else "CuPy"
-        raise BackendUnavailable(f"ALTSG_FORGET_MULT=cuda needs {missing}: {forget_mult_cuda.INSTALL_HINT}; or unset it")
+        raise BackendUnavailable(
+            f"ALTSG_FORGET_MULT=cuda needs {missing}: {forget_mult_cuda.INSTALL_HINT}; or unset it"
+        )
     return backend
 
 
@@ -173,15 +174,21 @@ def _resolve(backend: Optional[str], device: torch.device):
         return None
     if backend == "cuda" or (backend == "auto" and device.type == "cuda"):
         if device.type != "cuda":
-            raise BackendUnavailable("the CUDA forget-mult needs CUDA tensors; move the model to a GPU or use ALTSG_FORGET_MULT=auto")
+            raise BackendUnavailable(
+                "the CUDA forget-mult needs CUDA tensors; move the model to a GPU or use ALTSG_FORGET_MULT=auto"
+            )
         if forget_mult_cuda.cupy_or_none() is None:
             if backend == "cuda":
-                raise BackendUnavailable(f"the CUDA forget-mult needs CuPy ({forget_mult_cuda.cupy_problem()}): "
-                                         f"{forget_mult_cuda.install_hint()}")
+                raise BackendUnavailable(
+                    f"the CUDA forget-mult needs CuPy ({forget_mult_cuda.cupy_problem()}): "
+                    f"{forget_mult_cuda.install_hint()}"
+                )
             if "cupy" not in _warned:
                 _warned.add("cupy")
-                warnings.warn(f"{forget_mult_cuda.cupy_problem()}: forget_mult uses the slow reference loop on the GPU; "
-                              f"{forget_mult_cuda.install_hint()}")
+                warnings.warn(
+                    f"{forget_mult_cuda.cupy_problem()}: forget_mult uses the slow reference loop on the GPU; "
+                    f"{forget_mult_cuda.install_hint()}"
+                )
             return None
         return forget_mult_cuda
     if device.type != "cpu":

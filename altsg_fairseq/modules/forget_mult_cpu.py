@@ -41,16 +41,20 @@ logging.getLogger("numba").setLevel(logging.WARNING)  # its compiler logs at DEB
 @intrinsic
 def _f32_from_bits(typingctx, bits):
     """uint32 bit pattern -> the float32 it encodes."""
+
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.FloatType())
+
     return types.float32(types.uint32), codegen
 
 
 @intrinsic
 def _bits_from_f32(typingctx, value):
     """float32 -> its uint32 bit pattern."""
+
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.IntType(32))
+
     return types.uint32(types.float32), codegen
 
 
@@ -72,6 +76,7 @@ def _store(out, j, value):
 @overload(_store)
 def _store_impl(out, j, value):
     if isinstance(out.dtype, types.Integer):
+
         def impl(out, j, value):
             bits = _bits_from_f32(np.float32(value))
             if (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):  # NaN stays a (quiet) NaN
@@ -79,10 +84,12 @@ def _store_impl(out, j, value):
             else:
                 bits += np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
                 out[j] = np.uint16(bits >> np.uint32(16))
+
         return impl
 
     def impl(out, j, value):
         out[j] = value
+
     return impl
 
 

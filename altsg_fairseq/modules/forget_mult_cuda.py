@@ -28,8 +28,10 @@ logger = logging.getLogger(__name__)
 SOURCE = (Path(__file__).parent / "kernels" / "forget_mult.cu").read_text()
 THREADS = 256
 # CUDA major -> (the package's extra, the CuPy wheel it installs); setup.py's extras
-CUPY_FOR_CUDA = {"12": ("cuda12", "CuPy 13 for CUDA 12: cupy-cuda12x"),
-                 "13": ("cuda13", "CuPy 14 for CUDA 13: cupy-cuda13x, which needs numpy >= 2")}
+CUPY_FOR_CUDA = {
+    "12": ("cuda12", "CuPy 13 for CUDA 12: cupy-cuda12x"),
+    "13": ("cuda13", "CuPy 14 for CUDA 13: cupy-cuda13x, which needs numpy >= 2"),
+}
 
 _cupy = None  # the imported module, once it imported
 _import_error: Optional[str] = None  # why it did not: "OSError: ..." (None: not tried, or no error)
@@ -45,14 +47,18 @@ def install_hint(cuda_version: Optional[str] = "torch") -> str:
     if cuda_version == "torch":
         cuda_version = torch.version.cuda
     if not cuda_version:
-        return ("this PyTorch has no CUDA (a CPU build): install a CUDA build of PyTorch, then "
-                "pip install 'altsg-fairseq[cuda12]' or '[cuda13]' for its CUDA major")
+        return (
+            "this PyTorch has no CUDA (a CPU build): install a CUDA build of PyTorch, then "
+            "pip install 'altsg-fairseq[cuda12]' or '[cuda13]' for its CUDA major"
+        )
     major = cuda_version.split(".")[0]
     if major in CUPY_FOR_CUDA:
         extra, wheel = CUPY_FOR_CUDA[major]
         return f"pip install 'altsg-fairseq[{extra}]' ({wheel}; this PyTorch was built with CUDA {cuda_version})"
-    return (f"this PyTorch was built with CUDA {cuda_version}, for which the package has no extra: "
-            f"pip install the cupy-cuda{major}x wheel that matches it")
+    return (
+        f"this PyTorch was built with CUDA {cuda_version}, for which the package has no extra: "
+        f"pip install the cupy-cuda{major}x wheel that matches it"
+    )
 
 
 def cupy_problem() -> str:
@@ -97,9 +103,11 @@ def _choose_cache_dir() -> None:
         return
     folder = tempfile.mkdtemp(prefix="altsg-cupy-cache-")
     os.environ["CUPY_CACHE_DIR"] = folder
-    logger.warning(f"CuPy's kernel cache {default_cache_dir()} cannot be written: this process sets "
-                   f"CUPY_CACHE_DIR={folder} (compiled kernels are not kept after it); set CUPY_CACHE_DIR "
-                   f"to a writable folder to keep them")
+    logger.warning(
+        f"CuPy's kernel cache {default_cache_dir()} cannot be written: this process sets "
+        f"CUPY_CACHE_DIR={folder} (compiled kernels are not kept after it); set CUPY_CACHE_DIR "
+        f"to a writable folder to keep them"
+    )
 
 
 def cupy_or_none():
@@ -177,8 +185,10 @@ def arguments(args) -> tuple:
         if isinstance(a, torch.Tensor):
             device = device or a.device
             if a.device != device or not a.is_contiguous():
-                raise ValueError(f"forget-mult kernel arguments must be contiguous tensors on {device}, "
-                                 f"got one of shape {tuple(a.shape)} strides {a.stride()} on {a.device}")
+                raise ValueError(
+                    f"forget-mult kernel arguments must be contiguous tensors on {device}, "
+                    f"got one of shape {tuple(a.shape)} strides {a.stride()} on {a.device}"
+                )
             out.append(np.uint64(a.data_ptr()))
         else:
             out.append(np.int32(a))

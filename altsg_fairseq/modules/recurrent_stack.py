@@ -43,8 +43,17 @@ class RecurrentStack(nn.Module):
         after step T, with graph).
     """
 
-    def __init__(self, cell: str, input_size: int, hidden_size: int, output_size: int, num_layers: int,
-                 dropout_hidden: float = 0.0, weight_drop: float = 0.0, zoneout: float = 0.0):
+    def __init__(
+        self,
+        cell: str,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        num_layers: int,
+        dropout_hidden: float = 0.0,
+        weight_drop: float = 0.0,
+        zoneout: float = 0.0,
+    ):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"unknown recurrent cell {cell!r}; choose one of {', '.join(CELLS)}")
@@ -52,8 +61,10 @@ class RecurrentStack(nn.Module):
         sizes = [hidden_size] * (num_layers - 1) + [output_size]
         inputs = [input_size] + sizes[:-1]
         if cell == "qrnn":
-            layers = (QRNNLayer(i, h, window=2 if n == 0 else 1, zoneout=zoneout, weight_dropout=weight_drop)
-                      for n, (i, h) in enumerate(zip(inputs, sizes)))
+            layers = (
+                QRNNLayer(i, h, window=2 if n == 0 else 1, zoneout=zoneout, weight_dropout=weight_drop)
+                for n, (i, h) in enumerate(zip(inputs, sizes))
+            )
         else:
             layers = (RNNLayer(i, h, cell, weight_dropout=weight_drop) for i, h in zip(inputs, sizes))
         self.layers = nn.ModuleList(layers)
@@ -92,8 +103,10 @@ class RecurrentStack(nn.Module):
         """Inverse of ``state_tensors``; the tensors go to the device of ``like``,
         in the dtype states are kept in for ``like``'s (``state_dtype``: float32 for half precision)."""
         dtype = state_dtype(like.dtype)
-        return [layer.State(*(None if t is None else t.to(device=like.device, dtype=dtype) for t in parts))
-                for layer, parts in zip(self.layers, tensors)]
+        return [
+            layer.State(*(None if t is None else t.to(device=like.device, dtype=dtype) for t in parts))
+            for layer, parts in zip(self.layers, tensors)
+        ]
 
 
 def map_state(state: Sequence[tuple], fn: Callable[[Tensor], Tensor]) -> State:

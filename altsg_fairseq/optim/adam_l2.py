@@ -21,7 +21,10 @@ from ..errors import UsageError
 class AdamL2Config(FairseqDataclass):
     adam_betas: str = field(default="(0.9, 0.999)", metadata={"help": "betas of Adam, as a Python tuple"})
     adam_eps: float = field(default=1e-8, metadata={"help": "epsilon of Adam"})
-    weight_decay: float = field(default=0.0, metadata={"help": "L2 penalty added to the gradient before Adam's moments (alternate_sg's --wdecay)"})
+    weight_decay: float = field(
+        default=0.0,
+        metadata={"help": "L2 penalty added to the gradient before Adam's moments (alternate_sg's --wdecay)"},
+    )
     lr: List[float] = II("optimization.lr")
 
 
@@ -36,10 +39,17 @@ class AdamL2(FairseqOptimizer):
         try:
             betas = tuple(float(b) for b in ast.literal_eval(self.cfg.adam_betas))
         except (ValueError, SyntaxError, TypeError):
-            raise UsageError(f"--adam-betas takes two numbers like '(0.9, 0.999)', got {self.cfg.adam_betas!r}") from None
+            raise UsageError(
+                f"--adam-betas takes two numbers like '(0.9, 0.999)', got {self.cfg.adam_betas!r}"
+            ) from None
         # fused: one pass over each tensor (measured 7x faster than the per-tensor loop on a CPU)
-        return {"lr": self.cfg.lr[0], "betas": betas, "eps": self.cfg.adam_eps, "weight_decay": self.cfg.weight_decay,
-                "fused": True}
+        return {
+            "lr": self.cfg.lr[0],
+            "betas": betas,
+            "eps": self.cfg.adam_eps,
+            "weight_decay": self.cfg.weight_decay,
+            "fused": True,
+        }
 
     @property
     def supports_flat_params(self) -> bool:

@@ -47,8 +47,9 @@ class NTASGD(Optimizer):
     ``use_iterates()`` swap the averages into the parameters and back.
     """
 
-    def __init__(self, params, lr: float, weight_decay: float = 0.0, nonmono: int = 5,
-                 average_from_start: bool = False):
+    def __init__(
+        self, params, lr: float, weight_decay: float = 0.0, nonmono: int = 5, average_from_start: bool = False
+    ):
         if lr < 0 or weight_decay < 0 or nonmono < 0:
             raise ValueError(f"lr, weight_decay and nonmono must be >= 0, got {lr}, {weight_decay}, {nonmono}")
         super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
@@ -100,8 +101,10 @@ class NTASGD(Optimizer):
         history.append(float(loss))
         if switch:
             group["averaging"] = True
-            logger.info(f"validation {len(history)}: {loss:.4f} is worse than {min(history[:-1 - nonmono]):.4f}, the best "
-                        f"before the last {nonmono}: averaged SGD from now on")
+            logger.info(
+                f"validation {len(history)}: {loss:.4f} is worse than {min(history[: -1 - nonmono]):.4f}, the best "
+                f"before the last {nonmono}: averaged SGD from now on"
+            )
         return switch
 
     @torch.no_grad()
@@ -135,7 +138,9 @@ class NTASGD(Optimizer):
             logger.warning(f"--nonmono {nonmono} from here on (the checkpoint's run had {group['nonmono']})")
             group["nonmono"] = nonmono
         if self._average_from_start and not group["averaging"]:
-            logger.info("--average-from-start: averaged SGD from this update on (the checkpoint's run had not switched)")
+            logger.info(
+                "--average-from-start: averaged SGD from this update on (the checkpoint's run had not switched)"
+            )
             group["averaging"] = True
         self.use_iterates()
 
@@ -155,8 +160,10 @@ def find(optimizer) -> Optional[NTASGD]:
     for _ in range(4):
         if isinstance(optimizer, NTASGD) or optimizer is None:
             if optimizer is not None and half:
-                raise UsageError("--optimizer nt_asgd does not work with --fp16 / --bf16 (their float32 copy of the "
-                                 "weights would keep the averages from the model): train in float32 or with --amp")
+                raise UsageError(
+                    "--optimizer nt_asgd does not work with --fp16 / --bf16 (their float32 copy of the "
+                    "weights would keep the averages from the model): train in float32 or with --amp"
+                )
             return optimizer
         half = half or isinstance(optimizer, (FP16Optimizer, MemoryEfficientFP16Optimizer))
         optimizer = getattr(optimizer, "fp32_optimizer", None) or getattr(optimizer, "_optimizer", None)
@@ -165,9 +172,21 @@ def find(optimizer) -> Optional[NTASGD]:
 
 @dataclass
 class NTASGDConfig(FairseqDataclass):
-    weight_decay: float = field(default=0.0, metadata={"help": "L2 penalty added to the gradient (alternate_sg's --wdecay; AWD: 1.2e-6)"})
-    nonmono: int = field(default=5, metadata={"help": "switch to averaged SGD when a validation loss is worse than the best of all but the last N validations (awd-lstm-lm's --nonmono)"})
-    average_from_start: bool = field(default=False, metadata={"help": "average from the first update (awd-lstm-lm's finetune.py: continue a trained checkpoint with averaged SGD)"})
+    weight_decay: float = field(
+        default=0.0, metadata={"help": "L2 penalty added to the gradient (alternate_sg's --wdecay; AWD: 1.2e-6)"}
+    )
+    nonmono: int = field(
+        default=5,
+        metadata={
+            "help": "switch to averaged SGD when a validation loss is worse than the best of all but the last N validations (awd-lstm-lm's --nonmono)"
+        },
+    )
+    average_from_start: bool = field(
+        default=False,
+        metadata={
+            "help": "average from the first update (awd-lstm-lm's finetune.py: continue a trained checkpoint with averaged SGD)"
+        },
+    )
     lr: List[float] = II("optimization.lr")
 
 
@@ -177,8 +196,9 @@ class FairseqNTASGD(FairseqOptimizer):
 
     def __init__(self, cfg: NTASGDConfig, params):
         super().__init__(cfg)
-        self._optimizer = NTASGD(params, **self.optimizer_config, nonmono=cfg.nonmono,
-                                 average_from_start=cfg.average_from_start)
+        self._optimizer = NTASGD(
+            params, **self.optimizer_config, nonmono=cfg.nonmono, average_from_start=cfg.average_from_start
+        )
 
     @property
     def optimizer_config(self) -> dict:

@@ -17,10 +17,19 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class WarmRestartsConfig(FairseqDataclass):
-    restart_lr: bool = field(default=False, metadata={"help": "cosine warm restarts: within each restart cycle the lr falls from --lr towards 0 (set once per epoch), back to --lr at each restart (--restart-base)"})
-    when: List[int] = field(default_factory=list, metadata={"help": "epochs after which the lr is multiplied by --decay-ratio"})
+    restart_lr: bool = field(
+        default=False,
+        metadata={
+            "help": "cosine warm restarts: within each restart cycle the lr falls from --lr towards 0 (set once per epoch), back to --lr at each restart (--restart-base)"
+        },
+    )
+    when: List[int] = field(
+        default_factory=list, metadata={"help": "epochs after which the lr is multiplied by --decay-ratio"}
+    )
     decay_ratio: float = field(default=0.1, metadata={"help": "lr factor applied after each --when epoch"})
-    autodecay: int = field(default=0, metadata={"help": "halve the lr after this many epochs without a better validation loss (0: never)"})
+    autodecay: int = field(
+        default=0, metadata={"help": "halve the lr after this many epochs without a better validation loss (0: never)"}
+    )
     restart_base: List[int] = II("task.restart_base")
     lr: List[float] = II("optimization.lr")
 
@@ -57,7 +66,7 @@ class WarmRestartsSchedule(FairseqLRScheduler):
 
     def lr_for_epoch(self, epoch: int) -> float:
         lr = self.base_lr * self.cfg.decay_ratio ** sum(1 for e in self.cfg.when if e < epoch)
-        lr *= 0.5 ** self.halvings
+        lr *= 0.5**self.halvings
         if self.cfg.restart_lr:
             lr *= cosine_factor(epoch, self.cfg.restart_base)
         return lr

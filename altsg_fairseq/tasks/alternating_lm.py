@@ -84,21 +84,38 @@ class AlternatingLMTask(ContiguousRowData, PromptGeneration, FairseqTask):
     def build_model(self, cfg, from_checkpoint=False):
         model = super().build_model(cfg, from_checkpoint)
         if self.cfg.use_sg and not hasattr(getattr(model, "decoder", None), "start_state"):
-            raise UsageError("--use-sg needs a model with carried recurrent state: use --arch qrnn_lm (or qrnn_lm_ptb / qrnn_lm_wt2; any --rnn-type)")
+            raise UsageError(
+                "--use-sg needs a model with carried recurrent state: use --arch qrnn_lm (or qrnn_lm_ptb / qrnn_lm_wt2; any --rnn-type)"
+            )
         if hasattr(getattr(model, "decoder", None), "use_autocast"):
             model.decoder.use_autocast(autocast_dtype(self.cfg))
         logger.info(describe_precision(self.cfg))
         rows = distributed.DataParallelRows()
         if self.cfg.cache_window > 0:
             self.cache_pointer = model.cache_pointer = CachePointer(
-                self.cfg.cache_window, self.cfg.cache_theta, self.cfg.cache_lambda, full_window_only=not self.cfg.cache_early)
+                self.cfg.cache_window,
+                self.cfg.cache_theta,
+                self.cfg.cache_lambda,
+                full_window_only=not self.cfg.cache_early,
+            )
             logger.info(describe_cache(self.cache_pointer))
         if self.cfg.use_sg:
-            synthesizer = Synthesizer(str(self.cfg.sg_type), self.cfg.sg_hidden, self.cfg.sg_layers,
-                                      self.cfg.sg_dropout, noise_std=self.cfg.sg_noise)
-            self.dni = BackwardInterface(synthesizer, lr=self.cfg.sg_lr, scale=self.cfg.sg_scale,
-                                         target=str(self.cfg.sg_target), frozen=self.cfg.fix_sg, rows=rows,
-                                         layer_sizes=model.decoder.state_sizes)
+            synthesizer = Synthesizer(
+                str(self.cfg.sg_type),
+                self.cfg.sg_hidden,
+                self.cfg.sg_layers,
+                self.cfg.sg_dropout,
+                noise_std=self.cfg.sg_noise,
+            )
+            self.dni = BackwardInterface(
+                synthesizer,
+                lr=self.cfg.sg_lr,
+                scale=self.cfg.sg_scale,
+                target=str(self.cfg.sg_target),
+                frozen=self.cfg.fix_sg,
+                rows=rows,
+                layer_sizes=model.decoder.state_sizes,
+            )
             logger.info(f"synthesizer: {synthesizer} ({sum(p.numel() for p in synthesizer.parameters()):,} parameters)")
         experiment = experiment_flags(self.cfg, cfg, (self.cfg.batch_size or 0) * rows.world)
         self.run_state = TrainingState(model.decoder, self.cfg.train_subset, self.dni, experiment, rows, self.curve)
@@ -111,7 +128,9 @@ class AlternatingLMTask(ContiguousRowData, PromptGeneration, FairseqTask):
 
     def build_criterion(self, cfg, from_checkpoint=False):
         if self.cfg.use_sg and cfg._name != "synthetic_gradient_lm":
-            raise UsageError(f"--use-sg needs --criterion synthetic_gradient_lm (it trains the synthesizer), not {cfg._name}")
+            raise UsageError(
+                f"--use-sg needs --criterion synthetic_gradient_lm (it trains the synthesizer), not {cfg._name}"
+            )
         return super().build_criterion(cfg, from_checkpoint)
 
     # ---- the epoch calendar, curves.csv --------------------------------------------
@@ -122,7 +141,9 @@ class AlternatingLMTask(ContiguousRowData, PromptGeneration, FairseqTask):
         if not self.cfg.no_save and distributed.is_first_worker():  # the save dir holds all its checkpoints need
             copy_dictionary(os.path.join(self.cfg.data.split(os.pathsep)[0], "dict.txt"), self.cfg.save_dir)
         self.epoch = epoch
-        synthetic = self.cfg.use_sg and synthetic_on(epoch, self.cfg.whenswitch, self.cfg.mixture, self.cfg.restart_base)
+        synthetic = self.cfg.use_sg and synthetic_on(
+            epoch, self.cfg.whenswitch, self.cfg.mixture, self.cfg.restart_base
+        )
         if self.dni is not None:
             self.dni.synthetic = synthetic
         self._epoch_logged = False
@@ -154,12 +175,18 @@ class AlternatingLMTask(ContiguousRowData, PromptGeneration, FairseqTask):
             self._averaging.use_iterates()
         self._lr_scales.append(sample.get("lr_scale", 1.0))
         with denormals_flushed(enabled=self.dni is not None):
-            loss, sample_size, logging_output = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+            loss, sample_size, logging_output = super().train_step(
+                sample, model, criterion, optimizer, update_num, ignore_grad
+            )
         # one host read for the step: the losses the divergence check needs, with what the
         # synthesizer's backward pass left on the device (one transfer)
         losses = {} if ignore_grad else loss_values(logging_output)
-        read = dict(zip(losses, self.dni.settle(list(losses.values())) if self.dni is not None
-                        else read_on_host(list(losses.values()))))
+        read = dict(
+            zip(
+                losses,
+                self.dni.settle(list(losses.values())) if self.dni is not None else read_on_host(list(losses.values())),
+            )
+        )
         if self.dni is not None:
             logging_output.update(self.dni.pop_stats())  # known once the backward pass has run
         if not ignore_grad:
@@ -182,10 +209,15 @@ class AlternatingLMTask(ContiguousRowData, PromptGeneration, FairseqTask):
             self.curve.set_lr(lr)
             sg = f", synthetic gradients {'on' if self.dni.synthetic else 'off'}" if self.dni is not None else ""
             cpu = next(model.parameters()).device.type == "cpu"
-            threads = f"; {torch.get_num_threads()} CPU thread{'s' if torch.get_num_threads() > 1 else ''}" if cpu else ""
+            threads = (
+                f"; {torch.get_num_threads()} CPU thread{'s' if torch.get_num_threads() > 1 else ''}" if cpu else ""
+            )
             logger.info(f"epoch {self.epoch:03d}: lr {lr:g}{sg}{threads}")
-        if self.cfg.amp and on_cpu(self.cfg) and not torch.isfinite(
-                getattr(optimizer, "fp32_optimizer", optimizer).clip_grad_norm(0)):
+        if (
+            self.cfg.amp
+            and on_cpu(self.cfg)
+            and not torch.isfinite(getattr(optimizer, "fp32_optimizer", optimizer).clip_grad_norm(0))
+        ):
             # fairseq's --amp on a CPU holds a disabled GradScaler, which would apply these gradients:
             # stop as fairseq does for them in float32
             raise FloatingPointError("gradients are Nan/Inf")
@@ -221,6 +253,8 @@ def no_batch_retries(cfg) -> None:
     root = cfg._get_root() if hasattr(cfg, "_get_root") else None
     common = getattr(root, "common", None) if root is not None else None
     if common is not None and common.get("amp_batch_retries", 0):
-        logger.info(f"--amp: a batch whose gradients overflow is skipped, not retried (--amp-batch-retries "
-                    f"{common.amp_batch_retries} would run its windows twice, their carried state having moved on)")
+        logger.info(
+            f"--amp: a batch whose gradients overflow is skipped, not retried (--amp-batch-retries "
+            f"{common.amp_batch_retries} would run its windows twice, their carried state having moved on)"
+        )
         common.amp_batch_retries = 0

@@ -159,8 +159,13 @@ class WindowIterator(iterators.EpochBatchIterator):
     whatever ``--bptt`` is, and refuses another number of global rows."""
 
     def __init__(self, dataset: BPTTWindowDataset, epoch: int = 1):
-        super().__init__(dataset=dataset, collate_fn=dataset.collater, batch_sampler=dataset.batches_for_epoch,
-                         epoch=epoch, disable_shuffling=True)
+        super().__init__(
+            dataset=dataset,
+            collate_fn=dataset.collater,
+            batch_sampler=dataset.batches_for_epoch,
+            epoch=epoch,
+            disable_shuffling=True,
+        )
 
     def state_dict(self):
         state = super().state_dict()
@@ -178,10 +183,17 @@ class WindowIterator(iterators.EpochBatchIterator):
                 raise UsageError(
                     f"the checkpoint stopped in the middle of epoch {state_dict['epoch']} with {rows} rows "
                     f"(--batch-size x workers), this run has {data.num_rows}: resume with {rows} rows in all, or pass "
-                    f"--reset-dataloader to start the epoch afresh with zero state")
+                    f"--reset-dataloader to start the epoch afresh with zero state"
+                )
             data.resume_at(state_dict["epoch"], done, position)
             self._frozen_batches = None  # made for the start of the epoch before the resume point was known
-            bptt = "" if state_dict.get("bptt") == data.bptt else f", windows of --bptt {data.bptt} (was {state_dict.get('bptt')})"
-            logger.info(f"resuming epoch {state_dict['epoch']} at token {position:,} of each of the "
-                        f"{rows} rows of {data.stream_name!r} (window {done + 1}){bptt}")
+            bptt = (
+                ""
+                if state_dict.get("bptt") == data.bptt
+                else f", windows of --bptt {data.bptt} (was {state_dict.get('bptt')})"
+            )
+            logger.info(
+                f"resuming epoch {state_dict['epoch']} at token {position:,} of each of the "
+                f"{rows} rows of {data.stream_name!r} (window {done + 1}){bptt}"
+            )
         super().load_state_dict(state_dict)

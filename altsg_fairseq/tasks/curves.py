@@ -6,8 +6,20 @@ import os
 import time
 from typing import Dict, Optional
 
-COLUMNS = ("epoch", "seconds", "train_loss", "valid_loss", "train_ppl", "valid_ppl", "lr", "synthetic", "restart",
-           "sg_cos", "sg_norm_ratio", "sg_inject_ratio")
+COLUMNS = (
+    "epoch",
+    "seconds",
+    "train_loss",
+    "valid_loss",
+    "train_ppl",
+    "valid_ppl",
+    "lr",
+    "synthetic",
+    "restart",
+    "sg_cos",
+    "sg_norm_ratio",
+    "sg_inject_ratio",
+)
 DIAGNOSTICS = COLUMNS[-3:]  # the epoch's synthetic-gradient diagnostics (nan without --use-sg)
 FILENAME = "curves.csv"
 
@@ -56,9 +68,18 @@ class LearningCurve:
         self.written = True
         # fairseq logs base-2 losses (bits); the CSV keeps the original code's nats
         train_loss, valid_loss = train_bits * math.log(2), valid_bits * math.log(2)
-        write_row(self.path, dict(self.row, seconds=time.time() - self.start, train_loss=train_loss,
-                                  valid_loss=valid_loss, train_ppl=perplexity(train_loss), valid_ppl=perplexity(valid_loss),
-                                  **{k: float(diagnostics.get(k, float("nan"))) for k in DIAGNOSTICS}))
+        write_row(
+            self.path,
+            dict(
+                self.row,
+                seconds=time.time() - self.start,
+                train_loss=train_loss,
+                valid_loss=valid_loss,
+                train_ppl=perplexity(train_loss),
+                valid_ppl=perplexity(valid_loss),
+                **{k: float(diagnostics.get(k, float("nan"))) for k in DIAGNOSTICS},
+            ),
+        )
 
 
 def perplexity(nats: float) -> float:

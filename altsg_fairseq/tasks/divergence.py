@@ -39,7 +39,12 @@ def stop_if_diverged(logging_output: dict, update: int, dictionary_size: int) ->
     if math.isfinite(nats) and math.isfinite(float(logging_output.get("loss", 0.0))) and nats <= 2 * uniform:
         return
     bits = nats / math.log(2)  # fairseq logs base 2: say it in bits
-    what = f"{bits:,.1f} bits per token, over twice a uniform model's {uniform / math.log(2):.1f}" \
-        if math.isfinite(bits) else f"{bits}"
-    raise UsageError(f"training diverged at update {update}: the loss is {what}; the run stops here "
-                     f"(checkpoints saved before stay as they were): lower --lr or set --clip-norm")
+    what = (
+        f"{bits:,.1f} bits per token, over twice a uniform model's {uniform / math.log(2):.1f}"
+        if math.isfinite(bits)
+        else f"{bits}"
+    )
+    raise UsageError(
+        f"training diverged at update {update}: the loss is {what}; the run stops here "
+        f"(checkpoints saved before stay as they were): lower --lr or set --clip-norm"
+    )

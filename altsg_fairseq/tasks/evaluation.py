@@ -16,8 +16,10 @@ def evaluation_rows(batch_size: Optional[int], max_tokens: Optional[int]) -> int
     window by window, so the rows, not the tokens, make a batch.
     """
     if batch_size is None and max_tokens is not None:
-        raise UsageError(f"--max-tokens {max_tokens} does not apply to alternating_lm, which scores --batch-size "
-                         f"contiguous rows: pass --batch-size N (1 scores the split as one stream, the original code's test)")
+        raise UsageError(
+            f"--max-tokens {max_tokens} does not apply to alternating_lm, which scores --batch-size "
+            f"contiguous rows: pass --batch-size N (1 scores the split as one stream, the original code's test)"
+        )
     if batch_size is not None and max_tokens is not None:
         logger.warning(f"--max-tokens {max_tokens} is ignored: alternating_lm scores --batch-size {batch_size} rows")
     return batch_size or 1
@@ -47,8 +49,10 @@ class CacheReport:
         yield from self.iterator
         mixed, scored = self.cache.mixed - mixed, self.cache.scored - scored
         if mixed == 0 and self.cache.lam > 0:
-            logger.warning(f"the cache pointer was mixed into none of the {scored:,} targets: the rows have "
-                           f"{self.row_length:,} tokens, its window {self.cache.window:,} is never full; "
-                           f"lower --cache-window, use fewer rows (--batch-size) or pass --cache-early")
+            logger.warning(
+                f"the cache pointer was mixed into none of the {scored:,} targets: the rows have "
+                f"{self.row_length:,} tokens, its window {self.cache.window:,} is never full; "
+                f"lower --cache-window, use fewer rows (--batch-size) or pass --cache-early"
+            )
         else:
             logger.info(f"the cache pointer was mixed into {mixed:,} of the {scored:,} targets")

@@ -26,8 +26,9 @@ class PromptGeneration:
     def build_generator(self, models, args, **kwargs):
         generator = super().build_generator(models, args, **kwargs)
         if getattr(args, "sampling", False):
-            generator.search = ForcedStepSampling(self.target_dictionary, getattr(args, "sampling_topk", -1),
-                                                  getattr(args, "sampling_topp", -1.0))
+            generator.search = ForcedStepSampling(
+                self.target_dictionary, getattr(args, "sampling_topk", -1), getattr(args, "sampling_topp", -1.0)
+            )
         # fairseq divides the logits by the temperature; below MIN_TEMPERATURE they would overflow,
         # and every such temperature already samples the most likely word (its limit)
         generator.temperature = max(getattr(generator, "temperature", 1.0), MIN_TEMPERATURE)
@@ -79,10 +80,12 @@ class ForcedStepSampling(search.Sampling):
     def step(self, step, lprobs, scores, prev_output_tokens=None, original_batch_idxs=None):
         finite = torch.isfinite(lprobs)
         forced = finite.sum(-1, keepdim=True) == 1  # (B, beam, 1)
-        shift = torch.where(forced, lprobs.masked_fill(~finite, float("-inf")).amax(-1, keepdim=True),
-                            torch.zeros_like(lprobs[..., :1]))
-        scores_buf, indices_buf, beams_buf = super().step(step, lprobs - shift, scores, prev_output_tokens,
-                                                          original_batch_idxs)
+        shift = torch.where(
+            forced, lprobs.masked_fill(~finite, float("-inf")).amax(-1, keepdim=True), torch.zeros_like(lprobs[..., :1])
+        )
+        scores_buf, indices_buf, beams_buf = super().step(
+            step, lprobs - shift, scores, prev_output_tokens, original_batch_idxs
+        )
         shift = shift.squeeze(-1)  # (B, beam): at step 0 every beam is the first
         scores_buf = scores_buf + torch.gather(shift, 1, beams_buf)
         return scores_buf, indices_buf, beams_buf

@@ -35,7 +35,9 @@ class ContiguousRowData:
             )
         stream = torch.cat([lines[i] for i in range(len(lines))]).long()
         if int(stream.max()) >= len(self.dictionary):
-            raise UsageError(f"{path}.bin holds token ids beyond dict.txt ({len(self.dictionary)} types): the data was binarized with another dictionary")
+            raise UsageError(
+                f"{path}.bin holds token ids beyond dict.txt ({len(self.dictionary)} types): the data was binarized with another dictionary"
+            )
         self.datasets[split] = TokenStream(split, stream)
         logger.info(f"{split}: {stream.numel():,} tokens")
 
@@ -44,11 +46,21 @@ class ContiguousRowData:
             raise KeyError(f"Dataset not loaded: {split}")
         return self.datasets[split]
 
-    def _windows(self, stream: TokenStream, rows: Optional[int], training: bool, num_shards: int = 1,
-                 shard_id: int = 0, epoch: int = 1, flag: str = "--batch-size"):
+    def _windows(
+        self,
+        stream: TokenStream,
+        rows: Optional[int],
+        training: bool,
+        num_shards: int = 1,
+        shard_id: int = 0,
+        epoch: int = 1,
+        flag: str = "--batch-size",
+    ):
         """The rows of ``stream`` (``flag`` is the option that sets them), one window of each per batch."""
         if rows is None or rows < 1:
-            raise UsageError(f"the number of rows must be given and at least 1: pass --batch-size (and --batch-size-valid) N, got {rows}")
+            raise UsageError(
+                f"the number of rows must be given and at least 1: pass --batch-size (and --batch-size-valid) N, got {rows}"
+            )
         row_length = len(stream) // (rows * num_shards)
         if row_length < 2:
             raise UsageError(
@@ -57,25 +69,61 @@ class ContiguousRowData:
             )
         if self.cfg.bptt >= row_length - 1 and stream.name not in self._warned_rows:
             self._warned_rows.add(stream.name)
-            logger.warning(f"--bptt {self.cfg.bptt} is as long as the rows of {stream.name!r} ({row_length:,} tokens "
-                           f"each in {rows * num_shards} rows): each pass over them is one window; lower --bptt or {flag}")
-        dataset = BPTTWindowDataset(stream, rows, self.cfg.bptt, training=training, seed=self.cfg.seed,
-                                    num_workers=num_shards, rank=shard_id)
+            logger.warning(
+                f"--bptt {self.cfg.bptt} is as long as the rows of {stream.name!r} ({row_length:,} tokens "
+                f"each in {rows * num_shards} rows): each pass over them is one window; lower --bptt or {flag}"
+            )
+        dataset = BPTTWindowDataset(
+            stream, rows, self.cfg.bptt, training=training, seed=self.cfg.seed, num_workers=num_shards, rank=shard_id
+        )
         return WindowIterator(dataset, epoch)
 
-    def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None, max_positions=None,
-                           ignore_invalid_inputs=False, required_batch_size_multiple=1, seed=1,
-                           num_shards=1, shard_id=0, num_workers=0, epoch=1, **kwargs):
+    def get_batch_iterator(
+        self,
+        dataset,
+        max_tokens=None,
+        max_sentences=None,
+        max_positions=None,
+        ignore_invalid_inputs=False,
+        required_batch_size_multiple=1,
+        seed=1,
+        num_shards=1,
+        shard_id=0,
+        num_workers=0,
+        epoch=1,
+        **kwargs,
+    ):
         if not isinstance(dataset, TokenStream):  # e.g. prompts for generation
             return super().get_batch_iterator(
-                dataset, max_tokens, max_sentences, max_positions, ignore_invalid_inputs,
-                required_batch_size_multiple, seed, num_shards, shard_id, num_workers, epoch, **kwargs)
+                dataset,
+                max_tokens,
+                max_sentences,
+                max_positions,
+                ignore_invalid_inputs,
+                required_batch_size_multiple,
+                seed,
+                num_shards,
+                shard_id,
+                num_workers,
+                epoch,
+                **kwargs,
+            )
         training = dataset.name == self.cfg.train_subset
         flag = "--batch-size" if training else "--batch-size-valid"
         return self._windows(dataset, max_sentences, training, num_shards, shard_id, epoch, flag=flag)
 
-    def eval_lm_dataloader(self, dataset, max_tokens=36000, batch_size=None, max_positions=None,
-                           num_shards=1, shard_id=0, num_workers=1, data_buffer_size=10, context_window=0):
+    def eval_lm_dataloader(
+        self,
+        dataset,
+        max_tokens=36000,
+        batch_size=None,
+        max_positions=None,
+        num_shards=1,
+        shard_id=0,
+        num_workers=1,
+        data_buffer_size=10,
+        context_window=0,
+    ):
         iterator = self._windows(dataset, evaluation_rows(batch_size, max_tokens), False, num_shards, shard_id)
         batches = iterator.next_epoch_itr(shuffle=False)
         cache = self.cache_pointer

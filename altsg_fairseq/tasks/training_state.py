@@ -33,8 +33,26 @@ from ..errors import UsageError
 logger = logging.getLogger(__name__)
 
 # task flags that make an experiment (the data and cache flags do not)
-TASK_FLAGS = ("bptt", "seed", "use_sg", "sg_type", "sg_hidden", "sg_layers", "sg_dropout", "sg_noise", "sg_scale",
-              "sg_target", "sg_lr", "fix_sg", "whenswitch", "mixture", "restart_base", "lr", "clip_norm", "update_freq")
+TASK_FLAGS = (
+    "bptt",
+    "seed",
+    "use_sg",
+    "sg_type",
+    "sg_hidden",
+    "sg_layers",
+    "sg_dropout",
+    "sg_noise",
+    "sg_scale",
+    "sg_target",
+    "sg_lr",
+    "fix_sg",
+    "whenswitch",
+    "mixture",
+    "restart_base",
+    "lr",
+    "clip_norm",
+    "update_freq",
+)
 
 
 def plain(value):
@@ -72,8 +90,15 @@ class TrainingState:
             resumed run changes flags; None: no curve.
     """
 
-    def __init__(self, decoder, stream: str, dni: Optional[BackwardInterface], experiment: dict,
-                 rows: DataParallelRows, curve=None):
+    def __init__(
+        self,
+        decoder,
+        stream: str,
+        dni: Optional[BackwardInterface],
+        experiment: dict,
+        rows: DataParallelRows,
+        curve=None,
+    ):
         self.decoder, self.stream, self.dni, self.experiment, self.rows = decoder, stream, dni, experiment, rows
         self.curve = curve
         self._gathered = None
@@ -93,8 +118,11 @@ class TrainingState:
     def gather(self) -> None:
         """Gather every worker's carried rows (a collective: every worker calls it before a save)."""
         carried = self.decoder.carried_state_dict(self.stream)
-        self._gathered = None if carried is None else [
-            [None if t is None else self.rows.gather(t) for t in layer] for layer in carried]
+        self._gathered = (
+            None
+            if carried is None
+            else [[None if t is None else self.rows.gather(t) for t in layer] for layer in carried]
+        )
 
     def state_dict(self) -> dict:
         if self._gathered is not None:
@@ -121,12 +149,17 @@ class TrainingState:
         saved = state.get("experiment")
         if not self._resuming or saved is None:
             return []
-        changes = [f"{name} {saved.get(name)} -> {value}" for name, value in self.experiment.items()
-                   if saved.get(name) != value]
+        changes = [
+            f"{name} {saved.get(name)} -> {value}"
+            for name, value in self.experiment.items()
+            if saved.get(name) != value
+        ]
         if changes:
             kept = self.curve.start_new_file() if self.curve is not None else None
-            logger.warning(f"resuming with changed flags: {'; '.join(changes)}"
-                           + (f" (curves.csv of the checkpoint's run is kept as {kept})" if kept else ""))
+            logger.warning(
+                f"resuming with changed flags: {'; '.join(changes)}"
+                + (f" (curves.csv of the checkpoint's run is kept as {kept})" if kept else "")
+            )
         return changes
 
     def load_dni(self, state: dict, source: str = "the checkpoint") -> None:
@@ -136,8 +169,10 @@ class TrainingState:
         try:
             self.dni.load_state_dict(state)
         except SynthesizerMismatch as e:
-            raise UsageError(f"the synthesizer in {source} ({e.saved}) does not match this run's ({e.expected}); "
-                             f"use the same --sg-type/--sg-hidden/--sg-layers") from None
+            raise UsageError(
+                f"the synthesizer in {source} ({e.saved}) does not match this run's ({e.expected}); "
+                f"use the same --sg-type/--sg-hidden/--sg-layers"
+            ) from None
 
     def _load_carried(self, state: dict) -> None:
         """This worker's block of the saved global rows (the data iterator refuses a
@@ -149,4 +184,5 @@ class TrainingState:
         if saved_rows % self.rows.world:
             return
         self.decoder.load_carried_state_dict(
-            self.stream, [[None if t is None else self.rows.mine(t) for t in layer] for layer in carried])
+            self.stream, [[None if t is None else self.rows.mine(t) for t in layer] for layer in carried]
+        )

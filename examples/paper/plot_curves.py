@@ -28,8 +28,20 @@ import math
 import os
 import sys
 
-COLUMNS = ["epoch", "seconds", "train_loss", "valid_loss", "train_ppl", "valid_ppl", "lr", "synthetic", "restart",
-           "sg_cos", "sg_norm_ratio", "sg_inject_ratio"]
+COLUMNS = [
+    "epoch",
+    "seconds",
+    "train_loss",
+    "valid_loss",
+    "train_ppl",
+    "valid_ppl",
+    "lr",
+    "synthetic",
+    "restart",
+    "sg_cos",
+    "sg_norm_ratio",
+    "sg_inject_ratio",
+]
 REQUIRED = ["epoch", "valid_ppl", "synthetic", "restart"]
 LOG_SPAN = 20.0  # the auto scale turns logarithmic when max / min perplexity exceeds this
 
@@ -76,8 +88,9 @@ def read_curves(path: str) -> dict:
         header = [h.strip() for h in header]
         missing = [c for c in REQUIRED if c not in header]
         if missing:
-            raise CurvesError(f"{path}: not a curves CSV: no column {', '.join(missing)} in the header "
-                              f"(expected {','.join(COLUMNS)})")
+            raise CurvesError(
+                f"{path}: not a curves CSV: no column {', '.join(missing)} in the header (expected {','.join(COLUMNS)})"
+            )
         columns = {name: [] for name in header}
         for line, row in enumerate(reader, start=2):
             if not any(cell.strip() for cell in row):
@@ -150,16 +163,40 @@ def plot(runs, labels=None, title=None, scale: str = "auto"):
         colour = colours[i % len(colours)]
         epochs = cols["epoch"]
         marker = "o" if len(epochs) <= 40 else None
-        ax.plot(epochs, cols["valid_ppl"], marker=marker, markersize=3, color=colour, label=label, zorder=3,
-                gid=f"valid:{label}")
+        ax.plot(
+            epochs,
+            cols["valid_ppl"],
+            marker=marker,
+            markersize=3,
+            color=colour,
+            label=label,
+            zorder=3,
+            gid=f"valid:{label}",
+        )
         if "train_ppl" in cols:
-            ax.plot(epochs, cols["train_ppl"], linestyle="--", linewidth=1, color=colour, alpha=0.8, zorder=3,
-                    gid=f"train:{label}")
+            ax.plot(
+                epochs,
+                cols["train_ppl"],
+                linestyle="--",
+                linewidth=1,
+                color=colour,
+                alpha=0.8,
+                zorder=3,
+                gid=f"train:{label}",
+            )
         for first, last in _segments(epochs, cols["synthetic"]):
             shaded = True
             if several:
-                ax.axvspan(first - 0.5, last + 0.5, ymin=i * strip, ymax=(i + 1) * strip, color=colour, alpha=0.8,
-                           linewidth=0, zorder=2)
+                ax.axvspan(
+                    first - 0.5,
+                    last + 0.5,
+                    ymin=i * strip,
+                    ymax=(i + 1) * strip,
+                    color=colour,
+                    alpha=0.8,
+                    linewidth=0,
+                    zorder=2,
+                )
             else:
                 for axis in [ax, dx] if diagnostics else [ax]:
                     axis.axvspan(first - 0.5, last + 0.5, color=colour, alpha=0.15, linewidth=0, zorder=1)
@@ -210,16 +247,34 @@ def _plot_diagnostics(dx, runs, labels, colours):
         if not _finite([abs(v) for v in cols.get("sg_cos", [])]):
             continue
         colour = colours[i % len(colours)]
-        dx.plot(cols["epoch"], cols["sg_cos"], color=colour, marker="o" if len(cols["epoch"]) <= 40 else None,
-                markersize=3, label=labels[i], gid=f"sg_cos:{labels[i]}")
-        ratio_axis.plot(cols["epoch"], cols.get("sg_norm_ratio", [math.nan] * len(cols["epoch"])), color=colour,
-                        linestyle=":", linewidth=1.2, gid=f"sg_norm_ratio:{labels[i]}")
+        dx.plot(
+            cols["epoch"],
+            cols["sg_cos"],
+            color=colour,
+            marker="o" if len(cols["epoch"]) <= 40 else None,
+            markersize=3,
+            label=labels[i],
+            gid=f"sg_cos:{labels[i]}",
+        )
+        ratio_axis.plot(
+            cols["epoch"],
+            cols.get("sg_norm_ratio", [math.nan] * len(cols["epoch"])),
+            color=colour,
+            linestyle=":",
+            linewidth=1.2,
+            gid=f"sg_norm_ratio:{labels[i]}",
+        )
     dx.axhline(0, color="grey", linewidth=0.6)
     dx.set_ylim(-1.05, 1.05)
     dx.set_ylabel("cosine(prediction, true gradient)")
     ratio_axis.set_ylabel("norm ratio |prediction| / |true|")
-    dx.legend([Line2D([], [], color="grey"), Line2D([], [], color="grey", linestyle=":")],
-              ["sg_cos (left)", "sg_norm_ratio (right)"], loc="lower right", fontsize=8, framealpha=0.9)
+    dx.legend(
+        [Line2D([], [], color="grey"), Line2D([], [], color="grey", linestyle=":")],
+        ["sg_cos (left)", "sg_norm_ratio (right)"],
+        loc="lower right",
+        fontsize=8,
+        framealpha=0.9,
+    )
     dx.set_title("synthetic-gradient diagnostics (training, per epoch)", fontsize=10)
     dx.grid(True, alpha=0.3)
 
@@ -241,14 +296,22 @@ def save(fig, output: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("runs", nargs="+", metavar="RUN_DIR_OR_CSV",
-                        help="a run's --save-dir (with curves.csv) or a curves CSV; several for one line each")
+    parser.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN_DIR_OR_CSV",
+        help="a run's --save-dir (with curves.csv) or a curves CSV; several for one line each",
+    )
     parser.add_argument("-o", "--output", default="curves.png", help="PNG to write (default: curves.png)")
     parser.add_argument("--labels", nargs="+", help="legend labels, one per run (default: the run directories' names)")
     parser.add_argument("--title", help="plot title")
-    parser.add_argument("--y-scale", choices=["auto", "log", "linear"], default="auto",
-                        help=f"perplexity axis: auto is logarithmic when the curves span more than a factor of "
-                             f"{LOG_SPAN:g} or a run diverged (default: auto)")
+    parser.add_argument(
+        "--y-scale",
+        choices=["auto", "log", "linear"],
+        default="auto",
+        help=f"perplexity axis: auto is logarithmic when the curves span more than a factor of "
+        f"{LOG_SPAN:g} or a run diverged (default: auto)",
+    )
     parser.add_argument("--log-y", action="store_true", help="the same as --y-scale log")
     args = parser.parse_args(argv)
     if args.labels and len(args.labels) != len(args.runs):

@@ -62,35 +62,110 @@ def run_flags(corpus: str, run: str):
 
 
 AWD_QRNN = {  # awd-lstm-lm README's QRNN runs (main.py defaults: lr 30, bptt 70, nonmono 5, wdecay 1.2e-6)
-    "ptb": {"batch": "20", "clip": "0.2", "seed": "9001", "epochs": "550", "finetune_seed": "404", "finetune_epochs": "300"},
-    "wt2": {"batch": "40", "clip": "0.25", "seed": "4002", "epochs": "500", "finetune_seed": "4002", "finetune_epochs": "500"},
+    "ptb": {
+        "batch": "20",
+        "clip": "0.2",
+        "seed": "9001",
+        "epochs": "550",
+        "finetune_seed": "404",
+        "finetune_epochs": "300",
+    },
+    "wt2": {
+        "batch": "40",
+        "clip": "0.25",
+        "seed": "4002",
+        "epochs": "500",
+        "finetune_seed": "4002",
+        "finetune_epochs": "500",
+    },
 }
 
-RUNS = [f"{c}/{r}" for c in CORPORA for r in
-        ["bptt", "dni", "dni-restart160", "dni-restart5", "alt-restart160", "alt-restart5", "awd-qrnn"]]
+RUNS = [
+    f"{c}/{r}"
+    for c in CORPORA
+    for r in ["bptt", "dni", "dni-restart160", "dni-restart5", "alt-restart160", "alt-restart5", "awd-qrnn"]
+]
 
 
 def evaluation(data: str, save_dir: str, bptt: str):
-    return ["fairseq-eval-lm", data, "--user-dir", USER_DIR, "--task", "alternating_lm",
-            "--path", os.path.join(save_dir, "checkpoint_best.pt"), "--gen-subset", "test", "--batch-size", "1",
-            "--bptt", bptt]
+    return [
+        "fairseq-eval-lm",
+        data,
+        "--user-dir",
+        USER_DIR,
+        "--task",
+        "alternating_lm",
+        "--path",
+        os.path.join(save_dir, "checkpoint_best.pt"),
+        "--gen-subset",
+        "test",
+        "--batch-size",
+        "1",
+        "--bptt",
+        bptt,
+    ]
 
 
 def awd_qrnn_commands(corpus: str, data: str, save_dir: str, extra=()):
     """Train with NT-ASGD, finetune with averaged SGD from the start, score the test split."""
     a = AWD_QRNN[corpus]
     common = [
-        data, "--user-dir", USER_DIR, "--task", "alternating_lm", "--arch", CORPORA[corpus]["arch"],
-        "--criterion", "synthetic_gradient_lm", "--alpha", "2", "--beta", "1",
-        "--optimizer", "nt_asgd", "--lr", "30", "--weight-decay", "1.2e-6", "--nonmono", "5",
-        "--clip-norm", a["clip"], "--batch-size", a["batch"], "--batch-size-valid", "10", "--bptt", "70",
-        "--dropout", "0.4", "--dropout-embed", "0.1", "--dropout-input", "0.4", "--weight-drop", "0.1",
+        data,
+        "--user-dir",
+        USER_DIR,
+        "--task",
+        "alternating_lm",
+        "--arch",
+        CORPORA[corpus]["arch"],
+        "--criterion",
+        "synthetic_gradient_lm",
+        "--alpha",
+        "2",
+        "--beta",
+        "1",
+        "--optimizer",
+        "nt_asgd",
+        "--lr",
+        "30",
+        "--weight-decay",
+        "1.2e-6",
+        "--nonmono",
+        "5",
+        "--clip-norm",
+        a["clip"],
+        "--batch-size",
+        a["batch"],
+        "--batch-size-valid",
+        "10",
+        "--bptt",
+        "70",
+        "--dropout",
+        "0.4",
+        "--dropout-embed",
+        "0.1",
+        "--dropout-input",
+        "0.4",
+        "--weight-drop",
+        "0.1",
     ]
     finetuned = save_dir.rstrip("/") + "-finetune"
     train = ["fairseq-train", *common, "--seed", a["seed"], "--max-epoch", a["epochs"], "--save-dir", save_dir, *extra]
-    finetune = ["fairseq-train", *common, "--average-from-start", "--seed", a["finetune_seed"],
-                "--max-epoch", a["finetune_epochs"], "--patience", "5",
-                "--finetune-from-model", os.path.join(save_dir, "checkpoint_best.pt"), "--save-dir", finetuned, *extra]
+    finetune = [
+        "fairseq-train",
+        *common,
+        "--average-from-start",
+        "--seed",
+        a["finetune_seed"],
+        "--max-epoch",
+        a["finetune_epochs"],
+        "--patience",
+        "5",
+        "--finetune-from-model",
+        os.path.join(save_dir, "checkpoint_best.pt"),
+        "--save-dir",
+        finetuned,
+        *extra,
+    ]
     return [train, finetune, evaluation(data, finetuned, "70")]
 
 
@@ -101,19 +176,53 @@ def commands(name: str, data: str, save_dir: str, extra=()):
         return awd_qrnn_commands(corpus, data, save_dir, extra)
     c = CORPORA[corpus]
     train = [
-        "fairseq-train", data, "--user-dir", USER_DIR, "--task", "alternating_lm", "--arch", c["arch"],
-        "--criterion", "synthetic_gradient_lm", "--alpha", "2", "--beta", "1",
-        "--optimizer", "adam_l2", "--lr", "1e-3", "--weight-decay", "1.2e-6", "--clip-norm", c["clip"],
-        "--batch-size", "20", "--batch-size-valid", "10", "--bptt", "200", "--dropout-input", "0.4",
-        "--weight-drop", "0.1", "--seed", "42", "--max-epoch", "320", "--save-dir", save_dir,
-        *run_flags(corpus, run), *extra,
+        "fairseq-train",
+        data,
+        "--user-dir",
+        USER_DIR,
+        "--task",
+        "alternating_lm",
+        "--arch",
+        c["arch"],
+        "--criterion",
+        "synthetic_gradient_lm",
+        "--alpha",
+        "2",
+        "--beta",
+        "1",
+        "--optimizer",
+        "adam_l2",
+        "--lr",
+        "1e-3",
+        "--weight-decay",
+        "1.2e-6",
+        "--clip-norm",
+        c["clip"],
+        "--batch-size",
+        "20",
+        "--batch-size-valid",
+        "10",
+        "--bptt",
+        "200",
+        "--dropout-input",
+        "0.4",
+        "--weight-drop",
+        "0.1",
+        "--seed",
+        "42",
+        "--max-epoch",
+        "320",
+        "--save-dir",
+        save_dir,
+        *run_flags(corpus, run),
+        *extra,
     ]
     return [train, evaluation(data, save_dir, "200")]
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("name", help="a run name, or 'list'")

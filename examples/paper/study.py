@@ -76,8 +76,13 @@ def set_flag(cmd, flag, *values):
 
 
 def env():
-    return dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    return dict(
+        os.environ,
+        PYTHONWARNINGS="ignore",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
+    )
 
 
 def prepare_corpus(args) -> str:
@@ -91,7 +96,9 @@ def prepare_corpus(args) -> str:
     for split, lines in [("train", args.train_lines), ("valid", args.valid_lines), ("test", 0)]:
         src = os.path.join(args.wikitext, f"{split}.txt")
         if not os.path.isfile(src):
-            sys.exit(f"study.py: error: {src} is missing; --wikitext must hold WikiText-2's train.txt, valid.txt, test.txt")
+            sys.exit(
+                f"study.py: error: {src} is missing; --wikitext must hold WikiText-2's train.txt, valid.txt, test.txt"
+            )
         with open(src, encoding="utf-8") as f, open(os.path.join(text, f"{split}.txt"), "w", encoding="utf-8") as out:
             for n, line in enumerate(f):
                 if lines and n >= lines:
@@ -107,15 +114,44 @@ def binarize(args, text: str) -> dict:
     if not os.path.isfile(done):
         shutil.rmtree(data_bin, ignore_errors=True)
         common = [os.path.join(BIN, "fairseq-preprocess"), "--only-source", "--log-format", "simple"]
-        subprocess.run([*common, "--dict-only", "--trainpref", os.path.join(text, "train.txt"),
-                        "--nwordssrc", str(args.vocab), "--destdir", os.path.join(args.out, "dict")],
-                       check=True, env=env(), capture_output=True)
-        subprocess.run([*common, "--srcdict", os.path.join(args.out, "dict", "dict.txt"), "--workers", "2",
-                        *[x for split in ("train", "valid", "test")
-                          for x in (f"--{split}pref", os.path.join(text, f"{split}.txt"))],
-                        "--destdir", data_bin], check=True, env=env(), capture_output=True)
-        counts = {split: sum(len(line.split()) + 1 for line in open(os.path.join(text, f"{split}.txt"), encoding="utf-8"))
-                  for split in ("train", "valid", "test")}
+        subprocess.run(
+            [
+                *common,
+                "--dict-only",
+                "--trainpref",
+                os.path.join(text, "train.txt"),
+                "--nwordssrc",
+                str(args.vocab),
+                "--destdir",
+                os.path.join(args.out, "dict"),
+            ],
+            check=True,
+            env=env(),
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                *common,
+                "--srcdict",
+                os.path.join(args.out, "dict", "dict.txt"),
+                "--workers",
+                "2",
+                *[
+                    x
+                    for split in ("train", "valid", "test")
+                    for x in (f"--{split}pref", os.path.join(text, f"{split}.txt"))
+                ],
+                "--destdir",
+                data_bin,
+            ],
+            check=True,
+            env=env(),
+            capture_output=True,
+        )
+        counts = {
+            split: sum(len(line.split()) + 1 for line in open(os.path.join(text, f"{split}.txt"), encoding="utf-8"))
+            for split in ("train", "valid", "test")
+        }
         with open(os.path.join(data_bin, "dict.txt")) as f:
             counts["dictionary"] = sum(1 for _ in f) + 4  # plus fairseq's four special symbols
         with open(done, "w") as f:
@@ -128,24 +164,59 @@ def train_command(args, config, seed, data_bin, save):
     recipe, add_restarts, _ = CONFIGS[config]
     cmd = recipes.commands(recipe, data_bin, save)[0]
     cmd[0] = os.path.join(BIN, "fairseq-train")
-    for flag, value in [("--arch", "qrnn_lm"), ("--bptt", args.bptt), ("--max-epoch", args.epochs), ("--lr", args.lr),
-                        ("--seed", seed)]:
+    for flag, value in [
+        ("--arch", "qrnn_lm"),
+        ("--bptt", args.bptt),
+        ("--max-epoch", args.epochs),
+        ("--lr", args.lr),
+        ("--seed", seed),
+    ]:
         cmd = set_flag(cmd, flag, str(value))
     if "--restart-base" in cmd:
         cmd = set_flag(cmd, "--restart-base", str(args.restart_base))
     if add_restarts:
         cmd = cmd + [*RESTARTS, str(args.restart_base)]
     return cmd + [
-        "--embed-dim", str(args.embed_dim), "--hidden-dim", str(args.hidden_dim), "--num-layers", str(args.layers),
-        "--dropout-hidden", "0.2", "--no-epoch-checkpoints", "--cpu", "--log-format", "simple", "--log-interval", "100",
-        "--no-progress-bar", "--num-workers", "0",
+        "--embed-dim",
+        str(args.embed_dim),
+        "--hidden-dim",
+        str(args.hidden_dim),
+        "--num-layers",
+        str(args.layers),
+        "--dropout-hidden",
+        "0.2",
+        "--no-epoch-checkpoints",
+        "--cpu",
+        "--log-format",
+        "simple",
+        "--log-interval",
+        "100",
+        "--no-progress-bar",
+        "--num-workers",
+        "0",
     ]
 
 
 def eval_command(args, data_bin, save):
-    return [os.path.join(BIN, "fairseq-eval-lm"), data_bin, "--user-dir", recipes.USER_DIR, "--task", "alternating_lm",
-            "--path", os.path.join(save, "checkpoint_best.pt"), "--gen-subset", "test", "--batch-size", "1",
-            "--bptt", str(args.bptt), "--cpu", "--num-workers", "0"]
+    return [
+        os.path.join(BIN, "fairseq-eval-lm"),
+        data_bin,
+        "--user-dir",
+        recipes.USER_DIR,
+        "--task",
+        "alternating_lm",
+        "--path",
+        os.path.join(save, "checkpoint_best.pt"),
+        "--gen-subset",
+        "test",
+        "--batch-size",
+        "1",
+        "--bptt",
+        str(args.bptt),
+        "--cpu",
+        "--num-workers",
+        "0",
+    ]
 
 
 def test_perplexity(save):
@@ -162,8 +233,10 @@ def run_one(args, config, seed, data_bin) -> None:
     os.makedirs(save, exist_ok=True)
     train = shlex.join(train_command(args, config, seed, data_bin, save))
     evaluate = shlex.join(eval_command(args, data_bin, save))
-    script = (f"{train} >> {shlex.quote(os.path.join(save, 'train.log'))} 2>&1 && "
-              f"{evaluate} > {shlex.quote(os.path.join(save, 'eval.log'))} 2>&1")
+    script = (
+        f"{train} >> {shlex.quote(os.path.join(save, 'train.log'))} 2>&1 && "
+        f"{evaluate} > {shlex.quote(os.path.join(save, 'eval.log'))} 2>&1"
+    )
     return subprocess.Popen(["bash", "-c", script], env=env(), cwd=REPO, start_new_session=True)  # its own group
 
 
@@ -183,8 +256,17 @@ def mean_curves(args, config, seeds) -> str:
         for e in range(epochs):
             rows = [r[e] for r in runs]
             mean = {k: statistics.fmean(row.get(k, math.nan) for row in rows) for k in CURVE_COLUMNS}
-            writer.writerow([int(rows[0]["epoch"]), mean["valid_ppl"], mean["train_ppl"], int(rows[0]["synthetic"]),
-                             int(rows[0]["restart"]), mean["sg_cos"], mean["sg_norm_ratio"]])
+            writer.writerow(
+                [
+                    int(rows[0]["epoch"]),
+                    mean["valid_ppl"],
+                    mean["train_ppl"],
+                    int(rows[0]["synthetic"]),
+                    int(rows[0]["restart"]),
+                    mean["sg_cos"],
+                    mean["sg_norm_ratio"],
+                ]
+            )
     return path
 
 
@@ -202,10 +284,17 @@ def spread(values):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--corpus", default="wt2-slice", help="wt2-slice (default), sample, or a folder of train/valid/test.txt")
-    parser.add_argument("--wikitext", default=os.path.join(REPO, "..", "shared", "data", "wikitext-2"),
-                        help="WikiText-2's folder, for wt2-slice (default: ../shared/data/wikitext-2)")
-    parser.add_argument("--out", default=os.path.join(REPO, "runs", "study"), help="output folder (default: runs/study)")
+    parser.add_argument(
+        "--corpus", default="wt2-slice", help="wt2-slice (default), sample, or a folder of train/valid/test.txt"
+    )
+    parser.add_argument(
+        "--wikitext",
+        default=os.path.join(REPO, "..", "shared", "data", "wikitext-2"),
+        help="WikiText-2's folder, for wt2-slice (default: ../shared/data/wikitext-2)",
+    )
+    parser.add_argument(
+        "--out", default=os.path.join(REPO, "runs", "study"), help="output folder (default: runs/study)"
+    )
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each (default: 2)")
@@ -218,7 +307,9 @@ def main():
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--bptt", type=int, default=70)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--restart-base", type=int, default=4, help="restarts after B, 2B, 4B, ... (default 4: 4, 8, 16, 32)")
+    parser.add_argument(
+        "--restart-base", type=int, default=4, help="restarts after B, 2B, 4B, ... (default 4: 4, 8, 16, 32)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = parser.parse_args()
     args.out = os.path.abspath(args.out)
@@ -236,10 +327,17 @@ def main():
         sys.exit(f"study.py: error: {args.out} holds a study of another setting ({setting_path}); use another --out")
     json.dump(setting, open(setting_path, "w"), indent=1)
     counts = binarize(args, prepare_corpus(args))
-    print(f"== {len(runs)} runs ({len(args.configs)} configurations x {len(args.seeds)} seeds), {args.jobs} at a time; "
-          f"corpus {args.corpus}: train {counts['train']:,}, valid {counts['valid']:,}, test {counts['test']:,} tokens, "
-          f"dictionary {counts['dictionary']:,}", flush=True)
-    start, waiting, running = time.time(), [r for r in runs if test_perplexity(os.path.join(args.out, r[0], f"seed{r[1]}")) is None], {}
+    print(
+        f"== {len(runs)} runs ({len(args.configs)} configurations x {len(args.seeds)} seeds), {args.jobs} at a time; "
+        f"corpus {args.corpus}: train {counts['train']:,}, valid {counts['valid']:,}, test {counts['test']:,} tokens, "
+        f"dictionary {counts['dictionary']:,}",
+        flush=True,
+    )
+    start, waiting, running = (
+        time.time(),
+        [r for r in runs if test_perplexity(os.path.join(args.out, r[0], f"seed{r[1]}")) is None],
+        {},
+    )
     try:
         while waiting or running:
             while waiting and len(running) < args.jobs:
@@ -251,11 +349,14 @@ def main():
                     del running[key]
                     save = os.path.join(args.out, key[0], f"seed{key[1]}")
                     if proc.returncode != 0 or test_perplexity(save) is None:
-                        sys.exit(f"study.py: error: run {key[0]} seed {key[1]} failed; its logs: {save}/train.log, "
-                                 f"eval.log")
+                        sys.exit(
+                            f"study.py: error: run {key[0]} seed {key[1]} failed; its logs: {save}/train.log, eval.log"
+                        )
                     add_minutes(save, (time.time() - began) / 60)
-                    print(f"[{time.time() - start:6.0f} s] {key[0]} seed {key[1]}: test ppl "
-                          f"{test_perplexity(save):.2f}", flush=True)
+                    print(
+                        f"[{time.time() - start:6.0f} s] {key[0]} seed {key[1]}: test ppl {test_perplexity(save):.2f}",
+                        flush=True,
+                    )
             time.sleep(5)
     finally:  # a failed run or Ctrl-C: stop the others, so that a rerun resumes them from their checkpoints alone
         for proc, _ in running.values():
@@ -267,15 +368,32 @@ def main():
         saves = [os.path.join(args.out, config, f"seed{s}") for s in args.seeds]
         best = [min(r["valid_ppl"] for r in read_curves(os.path.join(s, "curves.csv"))) for s in saves]
         tests = [test_perplexity(s) for s in saves]
-        minutes = [float(open(os.path.join(s, "minutes")).read()) for s in saves if os.path.isfile(os.path.join(s, "minutes"))]
-        table.append(f"| {config} | {len(saves)} | {spread(best)} | {spread(tests)} | "
-                     f"{f'{statistics.fmean(minutes):.1f}' if minutes else 'n/a'} |")
-    subprocess.run([sys.executable, os.path.join(HERE, "plot_curves.py"),
-                    *[mean_curves(args, c, args.seeds) for c in args.configs], "-o", os.path.join(args.out, "curves.png"),
-                    "--labels", *[CONFIGS[c][2] for c in args.configs],
-                    "--title", f"mean of {len(args.seeds)} seeds, {args.corpus}"], check=True, env=env())
-    summary = (f"setting: {json.dumps(setting)}\n\nseeds {' '.join(map(str, args.seeds))}; wall time "
-               f"{(time.time() - start) / 60:.0f} minutes with {args.jobs} jobs\n\n" + "\n".join(table) + "\n")
+        minutes = [
+            float(open(os.path.join(s, "minutes")).read()) for s in saves if os.path.isfile(os.path.join(s, "minutes"))
+        ]
+        table.append(
+            f"| {config} | {len(saves)} | {spread(best)} | {spread(tests)} | "
+            f"{f'{statistics.fmean(minutes):.1f}' if minutes else 'n/a'} |"
+        )
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(HERE, "plot_curves.py"),
+            *[mean_curves(args, c, args.seeds) for c in args.configs],
+            "-o",
+            os.path.join(args.out, "curves.png"),
+            "--labels",
+            *[CONFIGS[c][2] for c in args.configs],
+            "--title",
+            f"mean of {len(args.seeds)} seeds, {args.corpus}",
+        ],
+        check=True,
+        env=env(),
+    )
+    summary = (
+        f"setting: {json.dumps(setting)}\n\nseeds {' '.join(map(str, args.seeds))}; wall time "
+        f"{(time.time() - start) / 60:.0f} minutes with {args.jobs} jobs\n\n" + "\n".join(table) + "\n"
+    )
     open(os.path.join(args.out, "summary.md"), "w").write(summary)
     print(summary)
     return 0

@@ -144,8 +144,10 @@ def fetch(url, timeout=60):
             return response.read()
     except (OSError, ValueError, HTTPException) as e:
         reason = getattr(e, "reason", None) or e
-        raise DataError(f"cannot download {url} ({reason}); without internet access, get the files "
-                        f"elsewhere and pass --local DIR (a folder of train/valid/test files, or the zip)") from None
+        raise DataError(
+            f"cannot download {url} ({reason}); without internet access, get the files "
+            f"elsewhere and pass --local DIR (a folder of train/valid/test files, or the zip)"
+        ) from None
 
 
 def splits_from_download(corpus, url=None):
@@ -200,11 +202,13 @@ def binarize(text_dir, bin_dir):
     tools = str(Path(sys.executable).parent)
     path = tools + os.pathsep + os.environ.get("PATH", "")
     if shutil.which("fairseq-preprocess", path=path) is None:
-        raise DataError("fairseq-preprocess not found; activate the environment (source .venv/bin/activate) "
-                        "or pass --no-binarize")
+        raise DataError(
+            "fairseq-preprocess not found; activate the environment (source .venv/bin/activate) or pass --no-binarize"
+        )
     env = dict(os.environ, PATH=path, PYTHONWARNINGS="ignore")
-    proc = subprocess.run(["bash", str(HERE / "preprocess.sh"), str(text_dir), str(bin_dir)],
-                          env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        ["bash", str(HERE / "preprocess.sh"), str(text_dir), str(bin_dir)], env=env, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         lines = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()
         raise DataError(f"binarizing {text_dir} failed: {lines[-1]}")
@@ -220,24 +224,37 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="prepare_data.py",
         description="Write train/valid/test.txt of Penn Treebank or WikiText-2 and binarize them for\n"
-                    "--task alternating_lm. Every source line is kept, blank ones included, so each split\n"
-                    "has the published number of tokens (words + one <eos> per line, as AWD-LSTM counts).",
+        "--task alternating_lm. Every source line is kept, blank ones included, so each split\n"
+        "has the published number of tokens (words + one <eos> per line, as AWD-LSTM counts).",
         epilog=f"Downloads (with Python's urllib) from:\n{urls}\n"
-               "Without internet access, download these yourself and pass --local.\n\n"
-               "example: python scripts/data/prepare_data.py wt2 --out data --local ~/wikitext-2\n"
-               "         -> data/wt2/{train,valid,test}.txt, binarized into data/wt2/bin",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "Without internet access, download these yourself and pass --local.\n\n"
+        "example: python scripts/data/prepare_data.py wt2 --out data --local ~/wikitext-2\n"
+        "         -> data/wt2/{train,valid,test}.txt, binarized into data/wt2/bin",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("corpus", help="ptb (Penn Treebank) or wt2 (WikiText-2)")
-    parser.add_argument("--out", default="data", metavar="DIR",
-                        help="the text files go to DIR/CORPUS/{train,valid,test}.txt (default: data)")
-    parser.add_argument("--bin", metavar="DIR",
-                        help="binarized data folder (default: bin inside the text folder, e.g. --out data -> "
-                             "data/wt2/bin)")
-    parser.add_argument("--local", metavar="PATH",
-                        help="use local files instead of downloading: a folder (or a zip) with the three splits "
-                             "named train.txt/valid.txt/test.txt, ptb.train.txt/... or wiki.train.tokens/...")
-    parser.add_argument("--url", help="download from this URL instead (a mirror; file:// works): for wt2 the "
-                                      "zip, for ptb a URL with {split} in place of train/valid/test")
+    parser.add_argument(
+        "--out",
+        default="data",
+        metavar="DIR",
+        help="the text files go to DIR/CORPUS/{train,valid,test}.txt (default: data)",
+    )
+    parser.add_argument(
+        "--bin",
+        metavar="DIR",
+        help="binarized data folder (default: bin inside the text folder, e.g. --out data -> data/wt2/bin)",
+    )
+    parser.add_argument(
+        "--local",
+        metavar="PATH",
+        help="use local files instead of downloading: a folder (or a zip) with the three splits "
+        "named train.txt/valid.txt/test.txt, ptb.train.txt/... or wiki.train.tokens/...",
+    )
+    parser.add_argument(
+        "--url",
+        help="download from this URL instead (a mirror; file:// works): for wt2 the "
+        "zip, for ptb a URL with {split} in place of train/valid/test",
+    )
     parser.add_argument("--no-binarize", action="store_true", help="only write the text files")
     return parser.parse_args(argv)
 
@@ -258,8 +275,11 @@ def prepare(args):
         if tokens == len(lines):
             raise DataError(f"the {split} split has no words")
         write_lines(text_dir / f"{split}.txt", lines)
-        note = ("= published" if tokens == published[split]
-                else f"published {published[split]:,}: a different or partial copy?")
+        note = (
+            "= published"
+            if tokens == published[split]
+            else f"published {published[split]:,}: a different or partial copy?"
+        )
         print(f"  {split + '.txt':10} {len(lines):>9,} lines {tokens:>11,} tokens  ({note})")
     if not args.no_binarize:
         binarize_and_report(text_dir, args.bin)

@@ -74,12 +74,21 @@ def count_split(path, what):
 
 def word_perplexity(eval_log, raw_text, pieces=None):
     """The numbers behind the conversion, as a dict."""
-    n, bits, subword_ppl = parse_eval_log(read_text(eval_log, "eval-lm output"),
-                                          "standard input" if eval_log == "-" else eval_log)
+    n, bits, subword_ppl = parse_eval_log(
+        read_text(eval_log, "eval-lm output"), "standard input" if eval_log == "-" else eval_log
+    )
     lines, w = count_split(raw_text, "raw text")
-    result = {"subword_tokens_scored": n, "subword_loss_base2": bits, "subword_ppl": subword_ppl,
-              "lines": lines, "words": w - lines, "word_tokens": w,
-              "subword_tokens_in_split": None, "word_tokens_scored": w, "estimated": False}
+    result = {
+        "subword_tokens_scored": n,
+        "subword_loss_base2": bits,
+        "subword_ppl": subword_ppl,
+        "lines": lines,
+        "words": w - lines,
+        "word_tokens": w,
+        "subword_tokens_in_split": None,
+        "word_tokens_scored": w,
+        "estimated": False,
+    }
     if pieces:
         piece_lines, s = count_split(pieces, "pieces file")
         if piece_lines != lines:
@@ -96,38 +105,51 @@ def word_perplexity(eval_log, raw_text, pieces=None):
 
 
 def report(r, raw_text):
-    print(f"subword: {r['subword_tokens_scored']:,} tokens scored, loss {r['subword_loss_base2']:.4f} bits, "
-          f"perplexity {r['subword_ppl']:.2f}")
+    print(
+        f"subword: {r['subword_tokens_scored']:,} tokens scored, loss {r['subword_loss_base2']:.4f} bits, "
+        f"perplexity {r['subword_ppl']:.2f}"
+    )
     print(f"{raw_text}: {r['words']:,} words + {r['lines']:,} <eos> (one per line) = {r['word_tokens']:,} word tokens")
     if r["subword_tokens_in_split"] is not None:
         s = r["subword_tokens_in_split"]
         print(f"pieces: {s:,} subword tokens in the split ({s / r['word_tokens']:.3f} per word token)")
     if r["estimated"]:
-        print(f"note: eval-lm scored {r['subword_tokens_scored']:,} of the split's "
-              f"{r['subword_tokens_in_split'] - 1:,} "
-              f"predictable tokens (--batch-size above 1); the word count is taken in proportion, "
-              f"{r['word_tokens_scored']:,.1f}; evaluate with --batch-size 1 for the exact figure")
-    print(f"word-level: loss {r['word_loss_base2']:.4f} bits = {r['subword_loss_base2']:.4f} x "
-          f"{r['subword_tokens_scored']:,} / {r['word_tokens_scored']:,.{1 if r['estimated'] else 0}f}, "
-          f"perplexity {r['word_ppl']:.2f}" + (" (estimate)" if r["estimated"] else ""))
+        print(
+            f"note: eval-lm scored {r['subword_tokens_scored']:,} of the split's "
+            f"{r['subword_tokens_in_split'] - 1:,} "
+            f"predictable tokens (--batch-size above 1); the word count is taken in proportion, "
+            f"{r['word_tokens_scored']:,.1f}; evaluate with --batch-size 1 for the exact figure"
+        )
+    print(
+        f"word-level: loss {r['word_loss_base2']:.4f} bits = {r['subword_loss_base2']:.4f} x "
+        f"{r['subword_tokens_scored']:,} / {r['word_tokens_scored']:,.{1 if r['estimated'] else 0}f}, "
+        f"perplexity {r['word_ppl']:.2f}" + (" (estimate)" if r["estimated"] else "")
+    )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="word_ppl.py",
         description="Turn fairseq-eval-lm's subword loss into a word-level perplexity, 2 ** (X * N / W):\n"
-                    "X the loss (base 2) per subword token, N the tokens scored, W the raw split's words\n"
-                    "plus one <eos> per line.",
+        "X the loss (base 2) per subword token, N the tokens scored, W the raw split's words\n"
+        "plus one <eos> per line.",
         epilog="example:\n  fairseq-eval-lm ... --gen-subset test --batch-size 1 2>&1 \\\n"
-               "    | python scripts/data/word_ppl.py - data/wt2/test.txt --pieces data/wt2-spm2000/test.txt",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("eval_log", metavar="EVAL_LOG",
-                        help="fairseq-eval-lm's output (a file, or - for standard input)")
-    parser.add_argument("raw_text", metavar="RAW_TEXT",
-                        help="the word-level text of the evaluated split (e.g. data/wt2/test.txt)")
-    parser.add_argument("--pieces", metavar="FILE", help="the encoded split that was binarized (e.g. "
-                        "data/wt2-spm2000/test.txt): checks the line count, shows pieces per word and handles a "
-                        "partly scored split")
+        "    | python scripts/data/word_ppl.py - data/wt2/test.txt --pieces data/wt2-spm2000/test.txt",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "eval_log", metavar="EVAL_LOG", help="fairseq-eval-lm's output (a file, or - for standard input)"
+    )
+    parser.add_argument(
+        "raw_text", metavar="RAW_TEXT", help="the word-level text of the evaluated split (e.g. data/wt2/test.txt)"
+    )
+    parser.add_argument(
+        "--pieces",
+        metavar="FILE",
+        help="the encoded split that was binarized (e.g. "
+        "data/wt2-spm2000/test.txt): checks the line count, shows pieces per word and handles a "
+        "partly scored split",
+    )
     parser.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
     args = parser.parse_args(argv)
     if [args.eval_log, args.raw_text, args.pieces].count("-") > 1:

@@ -21,8 +21,22 @@ def big_vocab(tmp_path_factory):
     words = sorted(words - {"<unk>", "<s>", "</s>", "<pad>"})
     words += [f"rare{i}" for i in range(80_000 - len(words))]
     (data / "dict.txt").write_text("".join(f"{w} 1\n" for w in words))
-    run_cli("fairseq-preprocess", "--only-source", "--srcdict", data / "dict.txt", "--trainpref", SAMPLE / "train.txt",
-            "--validpref", SAMPLE / "valid.txt", "--testpref", SAMPLE / "test.txt", "--destdir", data, "--workers", "2")
+    run_cli(
+        "fairseq-preprocess",
+        "--only-source",
+        "--srcdict",
+        data / "dict.txt",
+        "--trainpref",
+        SAMPLE / "train.txt",
+        "--validpref",
+        SAMPLE / "valid.txt",
+        "--testpref",
+        SAMPLE / "test.txt",
+        "--destdir",
+        data,
+        "--workers",
+        "2",
+    )
     return data
 
 
@@ -46,8 +60,12 @@ def test_loss_and_normalized_probabilities_agree(big_vocab):
     torch.manual_seed(0)
     # targets in every cluster: the head, and the three tails
     tokens = torch.tensor([[5, 60, 3000, 40000, 79000, 7, 2500], [45000, 9, 77, 31000, 1999, 2001, 4]])
-    sample = {"net_input": {"src_tokens": tokens[:, :-1], "src_lengths": None, "stream": None, "reset": True},
-              "target": tokens[:, 1:].contiguous(), "ntokens": tokens[:, 1:].numel(), "nsentences": 2}
+    sample = {
+        "net_input": {"src_tokens": tokens[:, :-1], "src_lengths": None, "stream": None, "reset": True},
+        "target": tokens[:, 1:].contiguous(),
+        "ntokens": tokens[:, 1:].numel(),
+        "nsentences": 2,
+    }
     loss, _, log = criterion(model, sample)
     net_output = model(**sample["net_input"])
     full = model.get_normalized_probs(net_output, log_probs=True)  # every word's (the generator's call)
@@ -70,13 +88,40 @@ def test_cutoffs_are_checked(big_vocab):
 @pytest.mark.slow  # 15-25 s
 def test_train_and_eval_lm_with_80k_types(big_vocab, tmp_path):
     save = tmp_path / "ckpt"
-    proc = run_cli("fairseq-train", big_vocab, *TRAIN_FLAGS, "--batch-size", "8", "--batch-size-valid", "10",
-                   "--bptt", "35", "--max-update", "4", "--save-dir", save)
+    proc = run_cli(
+        "fairseq-train",
+        big_vocab,
+        *TRAIN_FLAGS,
+        "--batch-size",
+        "8",
+        "--batch-size-valid",
+        "10",
+        "--bptt",
+        "35",
+        "--max-update",
+        "4",
+        "--save-dir",
+        save,
+    )
     log = proc.stdout + proc.stderr
     assert "AdaptiveSoftmax" in log
     valid = float(re.findall(r'"valid_loss": "([0-9.]+)"', log)[-1])
-    out = run_cli("fairseq-eval-lm", big_vocab, "--user-dir", REPO / "altsg_fairseq", "--task", "alternating_lm",
-                  "--path", save / "checkpoint_last.pt", "--cpu", "--gen-subset", "valid", "--batch-size", "10",
-                  "--bptt", "35")
+    out = run_cli(
+        "fairseq-eval-lm",
+        big_vocab,
+        "--user-dir",
+        REPO / "altsg_fairseq",
+        "--task",
+        "alternating_lm",
+        "--path",
+        save / "checkpoint_last.pt",
+        "--cpu",
+        "--gen-subset",
+        "valid",
+        "--batch-size",
+        "10",
+        "--bptt",
+        "35",
+    )
     scored = float(re.search(r"Loss \(base 2\): ([0-9.]+)", out.stdout + out.stderr).group(1))
     assert math.isclose(scored, valid, abs_tol=2e-3)

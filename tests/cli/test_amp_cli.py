@@ -12,10 +12,37 @@ import torch
 
 from helpers import REPO, SAMPLE, TRAIN_FLAGS, per_update, records, run_cli
 
-FLAGS = [*TRAIN_FLAGS, "--amp", "--train-subset", "valid", "--valid-subset", "test", "--batch-size", "10",
-         "--bptt", "70", "--use-sg", "--sg-type", "qrnn", "--whenswitch", "2", "--no-epoch-checkpoints"]
-EVAL = ["--user-dir", REPO / "altsg_fairseq", "--task", "alternating_lm", "--cpu", "--gen-subset", "test",
-        "--batch-size", "1", "--bptt", "70"]  # as scripts/score_text.py scores the test text
+FLAGS = [
+    *TRAIN_FLAGS,
+    "--amp",
+    "--train-subset",
+    "valid",
+    "--valid-subset",
+    "test",
+    "--batch-size",
+    "10",
+    "--bptt",
+    "70",
+    "--use-sg",
+    "--sg-type",
+    "qrnn",
+    "--whenswitch",
+    "2",
+    "--no-epoch-checkpoints",
+]
+EVAL = [
+    "--user-dir",
+    REPO / "altsg_fairseq",
+    "--task",
+    "alternating_lm",
+    "--cpu",
+    "--gen-subset",
+    "test",
+    "--batch-size",
+    "1",
+    "--bptt",
+    "70",
+]  # as scripts/score_text.py scores the test text
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +68,12 @@ def test_amp_trains_in_bfloat16_and_keeps_everything_else_float32(bf16_runs):
     extra = state["model"]["_extra_state"]
     assert all(t.dtype == torch.float32 for layer in extra["carried"] for t in layer if t is not None)
     assert all(v.dtype == torch.float32 for v in extra["synthesizer"].values())
-    moments = [v for s in state["last_optimizer_state"]["state"].values() for v in s.values()
-               if isinstance(v, torch.Tensor) and v.dim() > 0]
+    moments = [
+        v
+        for s in state["last_optimizer_state"]["state"].values()
+        for v in s.values()
+        if isinstance(v, torch.Tensor) and v.dim() > 0
+    ]
     assert moments and all(v.dtype == torch.float32 for v in moments)
 
 
@@ -67,14 +98,40 @@ def test_evaluation_and_generation_in_bfloat16(bf16_runs, sample_bin):
     assert "precision: float32" in fp32.stdout + fp32.stderr
     assert "precision: bfloat16 autocast on the CPU" in bf16.stdout + bf16.stderr
     assert perplexity(bf16) == pytest.approx(perplexity(fp32), rel=5e-3)
-    proc = run_cli("fairseq-interactive", sample_bin, "--user-dir", REPO / "altsg_fairseq", "--task", "alternating_lm",
-                   "--path", checkpoint, "--cpu", "--amp", "--beam", "1", "--max-len-b", "6", input="the city of\n")
+    proc = run_cli(
+        "fairseq-interactive",
+        sample_bin,
+        "--user-dir",
+        REPO / "altsg_fairseq",
+        "--task",
+        "alternating_lm",
+        "--path",
+        checkpoint,
+        "--cpu",
+        "--amp",
+        "--beam",
+        "1",
+        "--max-len-b",
+        "6",
+        input="the city of\n",
+    )
     hypos = [line.split("\t") for line in proc.stdout.splitlines() if line.startswith("H-")]
     assert len(hypos) == 1 and hypos[0][2].startswith("the city of ") and float(hypos[0][1]) < 0
     assert "precision: bfloat16 autocast on the CPU" in proc.stdout + proc.stderr
 
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "score_text.py"), str(SAMPLE / "test.txt"),
-                           str(checkpoint), "--cpu", "--amp"], capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "score_text.py"),
+            str(SAMPLE / "test.txt"),
+            str(checkpoint),
+            "--cpu",
+            "--amp",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     scored = float(re.search(r"perplexity ([0-9.]+)", proc.stdout.splitlines()[-1]).group(1))
     assert scored == pytest.approx(perplexity(fp32), rel=5e-3)

@@ -8,9 +8,31 @@ import torch
 from helpers import TRAIN_FLAGS, per_update, records, run_cli
 
 # lr 30 as AWD; validations every 5 updates make validation losses that rise now and then
-FLAGS = [*TRAIN_FLAGS, "--optimizer", "nt_asgd", "--lr", "30", "--nonmono", "1", "--train-subset", "valid",
-         "--valid-subset", "test", "--batch-size", "10", "--bptt", "35", "--validate-interval-updates", "5",
-         "--use-sg", "--whenswitch", "1", "--no-epoch-checkpoints", "--max-update", "60"]
+FLAGS = [
+    *TRAIN_FLAGS,
+    "--optimizer",
+    "nt_asgd",
+    "--lr",
+    "30",
+    "--nonmono",
+    "1",
+    "--train-subset",
+    "valid",
+    "--valid-subset",
+    "test",
+    "--batch-size",
+    "10",
+    "--bptt",
+    "35",
+    "--validate-interval-updates",
+    "5",
+    "--use-sg",
+    "--whenswitch",
+    "1",
+    "--no-epoch-checkpoints",
+    "--max-update",
+    "60",
+]
 
 
 def run(sample_bin, save, *extra):
@@ -28,7 +50,7 @@ def first_switch(valid_losses, nonmono):
     """awd-lstm-lm's trigger, written from its main.py: the 1-based validation whose loss is worse
     than the best of all validations before the last ``nonmono``."""
     for t, loss in enumerate(valid_losses):
-        if t > nonmono and loss > min(valid_losses[:t - nonmono]):
+        if t > nonmono and loss > min(valid_losses[: t - nonmono]):
             return t + 1
     return None
 
@@ -62,4 +84,7 @@ def test_resumed_equals_straight(straight, sample_bin, tmp_path, stop):
             assert torch.equal(weight, b["model"][key]), key
     for x, y in zip(a["last_optimizer_state"]["state"].values(), b["last_optimizer_state"]["state"].values()):
         assert torch.equal(x["ax"], y["ax"]) and x["step"] == y["step"] and x["eta"] == y["eta"]
-    assert a["last_optimizer_state"]["param_groups"][0]["history"] == b["last_optimizer_state"]["param_groups"][0]["history"]
+    assert (
+        a["last_optimizer_state"]["param_groups"][0]["history"]
+        == b["last_optimizer_state"]["param_groups"][0]["history"]
+    )

@@ -33,11 +33,22 @@ def test_corrupted_checkpoint_gives_one_clear_line(sample_bin, tmp_path, content
     bad = tmp_path / "checkpoint_last.pt"
     if content is None:  # the first half of a real checkpoint
         import torch
+
         torch.save({"model": {"w": torch.zeros(1000)}}, bad)
         bad.write_bytes(bad.read_bytes()[: os.path.getsize(bad) // 2])
     else:
         bad.write_bytes(content)
-    proc = run_cli("fairseq-eval-lm", sample_bin, "--user-dir", REPO / "altsg_fairseq", "--task", "alternating_lm",
-                   "--path", bad, "--cpu", check=False)
+    proc = run_cli(
+        "fairseq-eval-lm",
+        sample_bin,
+        "--user-dir",
+        REPO / "altsg_fairseq",
+        "--task",
+        "alternating_lm",
+        "--path",
+        bad,
+        "--cpu",
+        check=False,
+    )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "cannot read checkpoint" in proc.stderr.strip().splitlines()[-1]

@@ -15,8 +15,24 @@ SG_FLAGS = ["--use-sg", "--mixture", "--lr-scheduler", "warm_restarts", "--resta
 @pytest.fixture(scope="module")
 def sg_run(sample_bin, tmp_path_factory):
     save = tmp_path_factory.mktemp("sg")
-    common = [sample_bin, *TRAIN_FLAGS, *SMALL, "--batch-size", "10", "--bptt", "35", "--batch-size-valid", "10",
-              "--save-dir", save, *SG_FLAGS, "--log-interval", "10", "--tensorboard-logdir", save / "tensorboard"]
+    common = [
+        sample_bin,
+        *TRAIN_FLAGS,
+        *SMALL,
+        "--batch-size",
+        "10",
+        "--bptt",
+        "35",
+        "--batch-size-valid",
+        "10",
+        "--save-dir",
+        save,
+        *SG_FLAGS,
+        "--log-interval",
+        "10",
+        "--tensorboard-logdir",
+        save / "tensorboard",
+    ]
     first = run_cli("fairseq-train", *common, "--max-epoch", "3")
     resumed = run_cli("fairseq-train", *common, "--max-epoch", "4")
     return save, first.stdout + first.stderr, resumed.stdout + resumed.stderr
@@ -56,28 +72,59 @@ def test_eval_lm_ignores_the_synthesizer(sg_run, sample_bin, tmp_path):
     torch.save(state, tmp_path / "nan_synthesizer.pt")
 
     def scores(checkpoint):
-        proc = run_cli("fairseq-eval-lm", sample_bin, "--user-dir", REPO / "altsg_fairseq", "--task", "alternating_lm",
-                       "--path", checkpoint, "--gen-subset", "test", "--batch-size", "5", "--cpu")
+        proc = run_cli(
+            "fairseq-eval-lm",
+            sample_bin,
+            "--user-dir",
+            REPO / "altsg_fairseq",
+            "--task",
+            "alternating_lm",
+            "--path",
+            checkpoint,
+            "--gen-subset",
+            "test",
+            "--batch-size",
+            "5",
+            "--cpu",
+        )
         return eval_lm_scores(proc.stdout + proc.stderr)
 
     loss, ppl = scores(save / "checkpoint_best.pt")
-    assert math.isfinite(loss) and 1 < ppl == pytest.approx(2 ** loss, rel=1e-3)
+    assert math.isfinite(loss) and 1 < ppl == pytest.approx(2**loss, rel=1e-3)
     assert scores(tmp_path / "nan_synthesizer.pt") == (loss, ppl)
 
 
 @pytest.mark.slow  # 15-25 s
 def test_resume_sg_takes_the_synthesizer_of_another_run(sg_run, sample_bin, tmp_path):
     save, _, _ = sg_run
-    common = [sample_bin, *TRAIN_FLAGS, *SMALL, "--batch-size", "10", "--bptt", "35", "--max-update", "3",
-              "--use-sg", "--whenswitch", "1", "--log-interval", "1"]
-    proc = run_cli("fairseq-train", *common, "--save-dir", tmp_path / "resumed", "--resume-sg", save / "checkpoint_last.pt")
+    common = [
+        sample_bin,
+        *TRAIN_FLAGS,
+        *SMALL,
+        "--batch-size",
+        "10",
+        "--bptt",
+        "35",
+        "--max-update",
+        "3",
+        "--use-sg",
+        "--whenswitch",
+        "1",
+        "--log-interval",
+        "1",
+    ]
+    proc = run_cli(
+        "fairseq-train", *common, "--save-dir", tmp_path / "resumed", "--resume-sg", save / "checkpoint_last.pt"
+    )
     log = proc.stdout + proc.stderr
     proc = run_cli("fairseq-train", *common, "--save-dir", tmp_path / "fresh")
     fresh = proc.stdout + proc.stderr
     assert float(records(log, "train_inner")[0]["sg_loss"]) < float(records(fresh, "train_inner")[0]["sg_loss"]) / 10
     for bad, message in [(tmp_path / "nope.pt", "no such file"), (save / "checkpoint_last.pt", "does not match")]:
         flags = ["--sg-type", "gru"] if bad.exists() else []
-        proc = run_cli("fairseq-train", *common, "--resume-sg", bad, *flags, "--save-dir", tmp_path / "bad", check=False)
+        proc = run_cli(
+            "fairseq-train", *common, "--resume-sg", bad, *flags, "--save-dir", tmp_path / "bad", check=False
+        )
         assert proc.returncode != 0 and "Traceback" not in proc.stderr
         assert message in proc.stderr.strip().splitlines()[-1]
 
@@ -92,9 +139,9 @@ def tensorboard_scalars(folder):
     for path in folder.glob("events.out.tfevents.*"):
         data, at = path.read_bytes(), 0
         while at < len(data):
-            (length,) = struct.unpack("<Q", data[at:at + 8])
+            (length,) = struct.unpack("<Q", data[at : at + 8])
             event = event_pb2.Event()
-            event.ParseFromString(data[at + 12:at + 12 + length])
+            event.ParseFromString(data[at + 12 : at + 12 + length])
             at += 12 + length + 4
             for value in event.summary.value:
                 if value.HasField("simple_value"):
@@ -106,8 +153,23 @@ def tensorboard_scalars(folder):
 def test_tensorboard_holds_the_plugins_scalars(sg_run):
     save, log, _ = sg_run
     train = tensorboard_scalars(save / "tensorboard" / "train")
-    for tag in ["loss", "nll_loss", "ppl", "ar", "tar", "lr", "sg_on", "sg_loss", "sg_cos", "sg_cos_l0", "sg_cos_l1",
-                "sg_norm_ratio", "sg_rel_error", "sg_inject_ratio", "sg_skipped"]:
+    for tag in [
+        "loss",
+        "nll_loss",
+        "ppl",
+        "ar",
+        "tar",
+        "lr",
+        "sg_on",
+        "sg_loss",
+        "sg_cos",
+        "sg_cos_l0",
+        "sg_cos_l1",
+        "sg_norm_ratio",
+        "sg_rel_error",
+        "sg_inject_ratio",
+        "sg_skipped",
+    ]:
         assert tag in train, tag
     assert train["sg_on"][:3] == [0.0, 1.0, 0.0]  # the phase of epochs 1, 2, 3
     assert all(-1 <= c <= 1 for c in train["sg_cos"])
@@ -119,7 +181,23 @@ def test_tensorboard_holds_the_plugins_scalars(sg_run):
 
 def test_wandb_where_installed(sample_bin, tmp_path):
     pytest.importorskip("wandb")
-    proc = run_cli("fairseq-train", sample_bin, *TRAIN_FLAGS, *SMALL, "--batch-size", "10", "--max-update", "3",
-                   "--use-sg", "--whenswitch", "1", "--save-dir", tmp_path / "ck", "--wandb-project", "altsg-test",
-                   cwd=tmp_path, env={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)})
+    proc = run_cli(
+        "fairseq-train",
+        sample_bin,
+        *TRAIN_FLAGS,
+        *SMALL,
+        "--batch-size",
+        "10",
+        "--max-update",
+        "3",
+        "--use-sg",
+        "--whenswitch",
+        "1",
+        "--save-dir",
+        tmp_path / "ck",
+        "--wandb-project",
+        "altsg-test",
+        cwd=tmp_path,
+        env={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)},
+    )
     assert "Traceback" not in proc.stderr and any((tmp_path / "wandb").iterdir())

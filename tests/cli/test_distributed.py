@@ -13,12 +13,39 @@ from helpers import BIN, REPO, TRAIN_FLAGS, free_port, per_update, records, run_
 
 # dropouts and noise 0: fairseq seeds every worker alike, so masks drawn per
 # worker could not equal one worker's masks over all rows
-EXACT = ["--train-subset", "valid", "--valid-subset", "test", "--dropout", "0", "--dropout-hidden", "0",
-         "--dropout-input", "0", "--dropout-embed", "0", "--weight-drop", "0", "--embed-dim", "32",
-         "--hidden-dim", "32", "--bptt", "70", "--lr", "1e-2", "--log-interval", "1", "--no-epoch-checkpoints"]
+EXACT = [
+    "--train-subset",
+    "valid",
+    "--valid-subset",
+    "test",
+    "--dropout",
+    "0",
+    "--dropout-hidden",
+    "0",
+    "--dropout-input",
+    "0",
+    "--dropout-embed",
+    "0",
+    "--weight-drop",
+    "0",
+    "--embed-dim",
+    "32",
+    "--hidden-dim",
+    "32",
+    "--bptt",
+    "70",
+    "--lr",
+    "1e-2",
+    "--log-interval",
+    "1",
+    "--no-epoch-checkpoints",
+]
 END = ["--max-update", "100"]  # into epoch 2 (an epoch is about 78 windows of 4 rows): a phase switch
-SG = {"real": [], "qrnn": ["--use-sg", "--sg-type", "qrnn", "--whenswitch", "2", "--sg-noise", "0"],
-      "gru": ["--use-sg", "--sg-type", "gru", "--whenswitch", "2", "--sg-noise", "0"]}
+SG = {
+    "real": [],
+    "qrnn": ["--use-sg", "--sg-type", "qrnn", "--whenswitch", "2", "--sg-noise", "0"],
+    "gru": ["--use-sg", "--sg-type", "gru", "--whenswitch", "2", "--sg-noise", "0"],
+}
 SG["qrnn-amp"] = [*SG["qrnn"], "--amp"]  # bfloat16 autocast on the CPU
 STOP = ["--max-update", "40"]  # in the middle of epoch 1
 
@@ -31,16 +58,24 @@ def weights(save):
     return torch.load(save / "checkpoint_last.pt")["model"]
 
 
-@pytest.fixture(scope="module", params=["qrnn", pytest.param("qrnn-amp", marks=pytest.mark.slow),
-                                        pytest.param("real", marks=pytest.mark.slow),
-                                        pytest.param("gru", marks=pytest.mark.slow)])
+@pytest.fixture(
+    scope="module",
+    params=[
+        "qrnn",
+        pytest.param("qrnn-amp", marks=pytest.mark.slow),
+        pytest.param("real", marks=pytest.mark.slow),
+        pytest.param("gru", marks=pytest.mark.slow),
+    ],
+)
 def runs(request, sample_bin, tmp_path_factory):
     """The same training as 1 worker x 4 rows and 2 workers x 2 rows, straight and
     stopped mid-epoch then resumed (2 workers, or 1 worker resumed as 2)."""
     root = tmp_path_factory.mktemp(request.param)
     flags = [sample_bin, *TRAIN_FLAGS, *EXACT, *SG[request.param]]
-    out = {"one": run_cli("fairseq-train", *flags, *END, "--batch-size", "4", "--save-dir", root / "one"),
-           "two": run_workers(2, *flags, *END, "--batch-size", "2", "--save-dir", root / "two")}
+    out = {
+        "one": run_cli("fairseq-train", *flags, *END, "--batch-size", "4", "--save-dir", root / "one"),
+        "two": run_workers(2, *flags, *END, "--batch-size", "2", "--save-dir", root / "two"),
+    }
     run_workers(2, *flags, *STOP, "--batch-size", "2", "--save-dir", root / "two-resumed")
     out["two-resumed"] = run_workers(2, *flags, *END, "--batch-size", "2", "--save-dir", root / "two-resumed")
     run_cli("fairseq-train", *flags, *STOP, "--batch-size", "4", "--save-dir", root / "one-then-two")
@@ -67,8 +102,12 @@ def assert_same_model(root, run, reference):
         return
     w32 = weights(root / "float32")
     for name in w:
-        if isinstance(w[name], torch.Tensor) and w[name].is_floating_point() and w[name].dim() > 0 \
-                and not name.startswith("_"):
+        if (
+            isinstance(w[name], torch.Tensor)
+            and w[name].is_floating_point()
+            and w[name].dim() > 0
+            and not name.startswith("_")
+        ):
             mine, own = (w[name] - wr[name]).abs(), (w32[name] - wr[name]).abs()
             assert mine.max() <= own.max() and mine.median() <= own.median(), (name, mine.max(), own.max())
 
@@ -109,7 +148,9 @@ def test_two_workers_resumed_mid_epoch_equal_straight(runs):
     log = log_of(out["two-resumed"])
     assert "of each of the 4 rows of 'valid' (window 41)" in log
     if "synthetic gradients" in log:  # --use-sg: synthetic from epoch 2 (--whenswitch 2)
-        assert "epoch 001: lr 0.01, synthetic gradients off" in log and "epoch 002: lr 0.01, synthetic gradients on" in log
+        assert (
+            "epoch 001: lr 0.01, synthetic gradients off" in log and "epoch 002: lr 0.01, synthetic gradients on" in log
+        )
 
 
 def test_one_worker_resumed_as_two_equals_one_straight(runs):
@@ -120,8 +161,19 @@ def test_one_worker_resumed_as_two_equals_one_straight(runs):
 
 
 def test_the_checkpoint_holds_every_row_and_the_token_position(sample_bin, tmp_path):
-    flags = [sample_bin, *TRAIN_FLAGS, *EXACT, *SG["qrnn"], "--batch-size", "2", "--max-update", "5",
-             "--save-dir", tmp_path, "--disable-validation"]
+    flags = [
+        sample_bin,
+        *TRAIN_FLAGS,
+        *EXACT,
+        *SG["qrnn"],
+        "--batch-size",
+        "2",
+        "--max-update",
+        "5",
+        "--save-dir",
+        tmp_path,
+        "--disable-validation",
+    ]
     run_workers(2, *flags)
     state = torch.load(tmp_path / "checkpoint_last.pt")  # PyTorch's default safe loading
     iterator, extra = state["extra_state"]["train_iterator"], state["model"]["_extra_state"]
@@ -132,8 +184,22 @@ def test_the_checkpoint_holds_every_row_and_the_token_position(sample_bin, tmp_p
 
 
 def test_changed_bptt_continues_at_the_same_token_and_changed_rows_stop(sample_bin, tmp_path):
-    flags = [sample_bin, *TRAIN_FLAGS, "--train-subset", "valid", "--valid-subset", "test", "--embed-dim", "16",
-             "--hidden-dim", "16", "--batch-size", "10", "--save-dir", tmp_path]
+    flags = [
+        sample_bin,
+        *TRAIN_FLAGS,
+        "--train-subset",
+        "valid",
+        "--valid-subset",
+        "test",
+        "--embed-dim",
+        "16",
+        "--hidden-dim",
+        "16",
+        "--batch-size",
+        "10",
+        "--save-dir",
+        tmp_path,
+    ]
     run_cli("fairseq-train", *flags, "--bptt", "30", "--max-update", "10")
     stopped = torch.load(tmp_path / "checkpoint_last.pt")["extra_state"]["train_iterator"]
     proc = run_cli("fairseq-train", *flags, "--bptt", "15", "--max-update", "11")
@@ -150,8 +216,24 @@ def test_changed_bptt_continues_at_the_same_token_and_changed_rows_stop(sample_b
 
 
 def test_changed_flags_are_reported_and_curves_kept_apart(sample_bin, tmp_path):
-    flags = [sample_bin, *TRAIN_FLAGS, "--train-subset", "valid", "--valid-subset", "test", "--embed-dim", "16",
-             "--hidden-dim", "16", "--batch-size", "10", "--bptt", "70", "--save-dir", tmp_path]
+    flags = [
+        sample_bin,
+        *TRAIN_FLAGS,
+        "--train-subset",
+        "valid",
+        "--valid-subset",
+        "test",
+        "--embed-dim",
+        "16",
+        "--hidden-dim",
+        "16",
+        "--batch-size",
+        "10",
+        "--bptt",
+        "70",
+        "--save-dir",
+        tmp_path,
+    ]
     run_cli("fairseq-train", *flags, "--max-epoch", "1")
     proc = run_cli("fairseq-train", *flags, "--max-epoch", "2", "--lr", "5e-4", "--use-sg")
     warning = next(line for line in (proc.stdout + proc.stderr).splitlines() if "resuming with changed flags" in line)
@@ -159,20 +241,45 @@ def test_changed_flags_are_reported_and_curves_kept_apart(sample_bin, tmp_path):
     assert "curves.previous-1.csv" in warning
     assert (tmp_path / "curves.previous-1.csv").read_text().splitlines()[1].startswith("1,")
     assert [line.split(",")[0] for line in (tmp_path / "curves.csv").read_text().splitlines()[1:]] == ["2"]
-    proc = run_cli("fairseq-train", *flags, "--max-epoch", "2", "--lr", "5e-4", "--use-sg", "--hidden-dim", "24",
-                   check=False)
+    proc = run_cli(
+        "fairseq-train", *flags, "--max-epoch", "2", "--lr", "5e-4", "--use-sg", "--hidden-dim", "24", check=False
+    )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "altsg_fairseq: error: the checkpoint's model is not this one" in proc.stderr.strip().splitlines()[-1]
 
 
 def test_torchrun_on_cpus_equals_the_hand_launch(sample_bin, tmp_path):
-    flags = [sample_bin, *TRAIN_FLAGS, *EXACT, *SG["qrnn"], "--batch-size", "2", "--max-update", "6",
-             "--disable-validation"]
+    flags = [
+        sample_bin,
+        *TRAIN_FLAGS,
+        *EXACT,
+        *SG["qrnn"],
+        "--batch-size",
+        "2",
+        "--max-update",
+        "6",
+        "--disable-validation",
+    ]
     hand = per_update(run_workers(2, *flags, "--save-dir", tmp_path / "hand")[0][1])
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    proc = subprocess.run([str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()),
-                           str(BIN / "fairseq-train"), *map(str, flags), "--save-dir", str(tmp_path / "torchrun")],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            str(BIN / "torchrun"),
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(free_port()),
+            str(BIN / "fairseq-train"),
+            *map(str, flags),
+            "--save-dir",
+            str(tmp_path / "torchrun"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
     assert "torchrun without GPUs: 2 workers on the CPU" in log

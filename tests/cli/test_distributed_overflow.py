@@ -19,7 +19,7 @@ from helpers import BIN, REPO, TRAIN_FLAGS, free_port, records
 
 TIMEOUT = 240  # seconds for both workers; they are killed past it
 
-FAULT = '''
+FAULT = """
 import altsg_fairseq.dni.synthetic_gradient as sg
 
 _backward, _calls = sg.TrainSynthesizer.backward, [0]
@@ -34,7 +34,7 @@ def backward(ctx, grad_state, grad_probe):
 
 
 sg.TrainSynthesizer.backward = staticmethod(backward)
-'''
+"""
 
 
 def run_two_workers(args, fault_dir, timeout=TIMEOUT):
@@ -44,11 +44,33 @@ def run_two_workers(args, fault_dir, timeout=TIMEOUT):
     base = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     envs = [base, dict(base, PYTHONPATH=os.pathsep.join(filter(None, [str(fault_dir), base.get("PYTHONPATH")])))]
     logs = [tempfile.TemporaryFile("w+") for _ in envs]
-    procs = [subprocess.Popen(
-        [str(BIN / "fairseq-train"), *map(str, args), "--distributed-world-size", "2", "--distributed-rank", str(rank),
-         "--distributed-no-spawn", "--distributed-init-method", f"tcp://127.0.0.1:{port}", "--device-id", "0",
-         "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True) for rank, (env, log) in enumerate(zip(envs, logs))]
+    procs = [
+        subprocess.Popen(
+            [
+                str(BIN / "fairseq-train"),
+                *map(str, args),
+                "--distributed-world-size",
+                "2",
+                "--distributed-rank",
+                str(rank),
+                "--distributed-no-spawn",
+                "--distributed-init-method",
+                f"tcp://127.0.0.1:{port}",
+                "--device-id",
+                "0",
+                "--distributed-backend",
+                "gloo",
+                "--ddp-backend",
+                "legacy_ddp",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank, (env, log) in enumerate(zip(envs, logs))
+    ]
     try:
         codes = [p.wait(timeout=timeout) for p in procs]
     except subprocess.TimeoutExpired:
@@ -71,9 +93,29 @@ def test_a_worker_whose_start_gradient_overflows_does_not_stall_the_others(sampl
     fault = tmp_path / "fault"
     fault.mkdir()
     (fault / "sitecustomize.py").write_text(FAULT)
-    args = [sample_bin, *TRAIN_FLAGS, "--train-subset", "valid", "--embed-dim", "8", "--hidden-dim", "8",
-            "--use-sg", "--sg-hidden", "4", "--batch-size", "2", "--bptt", "20", "--max-update", "3",
-            "--disable-validation", "--no-save", "--save-dir", tmp_path / "ck"]
+    args = [
+        sample_bin,
+        *TRAIN_FLAGS,
+        "--train-subset",
+        "valid",
+        "--embed-dim",
+        "8",
+        "--hidden-dim",
+        "8",
+        "--use-sg",
+        "--sg-hidden",
+        "4",
+        "--batch-size",
+        "2",
+        "--bptt",
+        "20",
+        "--max-update",
+        "3",
+        "--disable-validation",
+        "--no-save",
+        "--save-dir",
+        tmp_path / "ck",
+    ]
     (code0, log0), (code1, log1) = run_two_workers(args, fault)
     assert code0 is not None and code1 is not None, f"the workers stalled past {TIMEOUT} s:\n{log0[-3000:]}"
     assert code0 == 0 and code1 == 0, f"{log0[-3000:]}\n----\n{log1[-3000:]}"

@@ -8,8 +8,9 @@ from helpers import config_from_flags, write_dictionary
 
 def optimizer_for(params, name, tmp_path):
     write_dictionary(tmp_path, 5)
-    cfg = config_from_flags(tmp_path, "--optimizer", name, "--lr", "0.01", "--weight-decay", "0.1",
-                            "--adam-betas", "(0.8, 0.9)")
+    cfg = config_from_flags(
+        tmp_path, "--optimizer", name, "--lr", "0.01", "--weight-decay", "0.1", "--adam-betas", "(0.8, 0.9)"
+    )
     return build_optimizer(cfg.optimizer, params)
 
 
@@ -20,7 +21,7 @@ def hand_adam_l2(p, grads, lr=0.01, wd=0.1, b1=0.8, b2=0.9, eps=1e-8):
         g = g + wd * p
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
-        p = p - lr * (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + eps)
+        p = p - lr * (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + eps)
     return p
 
 

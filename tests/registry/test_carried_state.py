@@ -25,6 +25,8 @@ def test_carried_state_travels_in_the_model_extra_state(tmp_path, rnn_type):
         for s, t in zip(a, b):
             assert (s is None and t is None) or torch.equal(s, t)
     # and the state a resumed run starts from is the one the first run carried
-    torch.testing.assert_close(fresh.decoder.start_state("train", False, 3), model.decoder.start_state("train", False, 3))
+    torch.testing.assert_close(
+        fresh.decoder.start_state("train", False, 3), model.decoder.start_state("train", False, 3)
+    )
     nxt = torch.randint(4, 24, (3, 4))
     torch.testing.assert_close(fresh.eval()(nxt, stream="train")[0], model.eval()(nxt, stream="train")[0])

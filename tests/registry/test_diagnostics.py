@@ -9,8 +9,18 @@ import torch
 from helpers import build_from_flags, logged, window_sample
 
 V, B, T = 30, 2, 6
-NO_DROPOUT = ["--dropout", "0", "--dropout-hidden", "0", "--dropout-input", "0", "--dropout-embed", "0",
-              "--weight-drop", "0"]
+NO_DROPOUT = [
+    "--dropout",
+    "0",
+    "--dropout-hidden",
+    "0",
+    "--dropout-input",
+    "0",
+    "--dropout-embed",
+    "0",
+    "--weight-drop",
+    "0",
+]
 
 
 class Oracle:
@@ -27,8 +37,9 @@ class Oracle:
 def test_sg_cos_of_a_synthesizer_that_predicts_the_true_gradient(tmp_path, sign):
     """The true gradient of the criterion's per-token loss at the start state, computed here by
     autograd; a synthesizer predicting it (or its negative) logs sg_cos 1 (-1), overall and per layer."""
-    _, task, model, criterion = build_from_flags(tmp_path, "--embed-dim", "6", "--hidden-dim", "5", "--use-sg",
-                                                 "--num-layers", "3", *NO_DROPOUT, num_types=V)
+    _, task, model, criterion = build_from_flags(
+        tmp_path, "--embed-dim", "6", "--hidden-dim", "5", "--use-sg", "--num-layers", "3", *NO_DROPOUT, num_types=V
+    )
     model.double().train()
     task.dni.synthesizer.double()
     torch.manual_seed(0)
@@ -42,7 +53,7 @@ def test_sg_cos_of_a_synthesizer_that_predicts_the_true_gradient(tmp_path, sign)
     model.decoder.load_carried_state_dict("train", carried)  # the criterion starts from the same state
     ar, tar = criterion.activation_penalties(extra)
     loss = criterion.cross_entropy(model, logits, second["target"]) + second["ntokens"] * (ar + tar)
-    g_true, = torch.autograd.grad(loss / second["ntokens"], start)
+    (g_true,) = torch.autograd.grad(loss / second["ntokens"], start)
     object.__setattr__(task.dni.synthesizer, "forward", Oracle(sign * g_true))
     loss, _, log = criterion(model, second)
     loss.backward()
@@ -58,9 +69,24 @@ def test_sg_cos_of_a_synthesizer_that_predicts_the_true_gradient(tmp_path, sign)
 def test_sums_over_workers_and_windows_give_the_ratios_of_all_of_them(tmp_path):
     """Diagnostics are ratios of sums: two halves logged together equal the whole."""
     criterion = build_from_flags(tmp_path, "--embed-dim", "4", "--hidden-dim", "4", "--use-sg", num_types=V).criterion
-    a = {"sg_steps": 1, "sg_elements": 4, "sg_on": 1, "sg_skipped": 0, "sg_loss": 2.0, "sg_hat_sq": 4.0,
-         "sg_true_sq": 1.0, "sg_dot": 1.5, "ntokens": 5, "sample_size": 5, "loss": 10.0, "nll_loss": 9.0,
-         "ar": 0.0, "tar": 0.0, "sg_injected_sq": 9.0, "sg_future_sq": 1.0}
+    a = {
+        "sg_steps": 1,
+        "sg_elements": 4,
+        "sg_on": 1,
+        "sg_skipped": 0,
+        "sg_loss": 2.0,
+        "sg_hat_sq": 4.0,
+        "sg_true_sq": 1.0,
+        "sg_dot": 1.5,
+        "ntokens": 5,
+        "sample_size": 5,
+        "loss": 10.0,
+        "nll_loss": 9.0,
+        "ar": 0.0,
+        "tar": 0.0,
+        "sg_injected_sq": 9.0,
+        "sg_future_sq": 1.0,
+    }
     b = dict(a, sg_loss=1.0, sg_hat_sq=1.0, sg_true_sq=3.0, sg_dot=-0.5, sg_injected_sq=0.0, sg_future_sq=0.0)
     values = logged(criterion, [a, b])
     assert values["sg_cos"] == pytest.approx(1.0 / math.sqrt(5.0 * 4.0))

@@ -23,7 +23,7 @@ def test_fairseqs_function_has_the_parameters_the_replacement_expects(patch):
     named = tuple(p.name for p in params if p.kind not in variadic)
     forwards = set(variadic) <= {p.kind for p in params}
     full = tuple(p.name for p in params)
-    assert full == patch.parameters or (forwards and patch.parameters[:len(named)] == named)
+    assert full == patch.parameters or (forwards and patch.parameters[: len(named)] == named)
     assert patch.why
 
 
@@ -42,5 +42,6 @@ def test_every_replacement_is_listed():
             continue
         for line in path.read_text().splitlines():
             stripped = line.strip()
-            assert not (stripped.startswith(("checkpoint_utils.", "distributed_utils.", "PathManager."))
-                        and " = " in stripped), f"{path.name}: {stripped}"
+            assert not (
+                stripped.startswith(("checkpoint_utils.", "distributed_utils.", "PathManager.")) and " = " in stripped
+            ), f"{path.name}: {stripped}"

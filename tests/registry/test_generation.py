@@ -14,8 +14,9 @@ def build(tmp_path, rnn_type):
     """Task, generator arguments and an untrained model (eval mode) through fairseq's registries."""
     (tmp_path / "dict.txt").write_text("".join(f"{w} 1\n" for w in WORDS))
     torch.manual_seed(0)
-    _, task, model, _ = build_from_flags(tmp_path, "--rnn-type", rnn_type, "--embed-dim", "8", "--hidden-dim", "12",
-                                         "--num-layers", "3")
+    _, task, model, _ = build_from_flags(
+        tmp_path, "--rnn-type", rnn_type, "--embed-dim", "8", "--hidden-dim", "12", "--num-layers", "3"
+    )
     model.eval()
     with torch.no_grad():  # sharper, less uniform predictions than the initialisation's
         for p in model.parameters():
@@ -49,7 +50,9 @@ def test_incremental_generation_equals_rerunning_the_prefix(tmp_path, monkeypatc
     task, model = build(tmp_path, rnn_type)
     steps = []
     original = model.decoder.rnn.forward
-    monkeypatch.setattr(model.decoder.rnn, "forward", lambda x, state=None: steps.append(x.size(0)) or original(x, state))
+    monkeypatch.setattr(
+        model.decoder.rnn, "forward", lambda x, state=None: steps.append(x.size(0)) or original(x, state)
+    )
     incremental = generate(task, model, PROMPTS, beam=beam, nbest=beam)
     # with the state kept, every step (</s>, the forced prompt, the continuation) runs one token
     assert set(steps) == {1}
@@ -99,7 +102,9 @@ def test_every_temperature_samples_and_a_tiny_one_is_greedy(tmp_path):
     torch.manual_seed(0)
     sampled = generate(task, model, prompts, beam=1, sampling=True)
     for hypo, ref, prompt in zip(sampled, greedy, prompts):  # the forced prompt words keep their true scores
-        torch.testing.assert_close(hypo[0]["positional_scores"][: len(prompt)], ref[0]["positional_scores"][: len(prompt)])
+        torch.testing.assert_close(
+            hypo[0]["positional_scores"][: len(prompt)], ref[0]["positional_scores"][: len(prompt)]
+        )
 
 
 def test_task_and_model_state_the_same_length_limit(tmp_path):

@@ -33,8 +33,9 @@ def host_reads(monkeypatch):
         def read(self, *args, **kwargs):
             caller = __import__("sys")._getframe(1)
             if caller.f_code.co_filename.startswith(root) and caller.f_code.co_name not in NOT_DEVICE:
-                seen.append((caller.f_code.co_filename[len(root) + 1:], caller.f_lineno, name))
+                seen.append((caller.f_code.co_filename[len(root) + 1 :], caller.f_lineno, name))
             return original(self, *args, **kwargs)
+
         return read
 
     def start():
@@ -47,16 +48,35 @@ def host_reads(monkeypatch):
 
 def build(tmp_path, *flags):
     cfg, task, model, criterion = build_from_flags(
-        tmp_path, "--optimizer", "adam", "--lr", "1e-3", "--embed-dim", "8", "--hidden-dim", "8", "--use-sg",
-        "--sg-hidden", "5", *flags, num_types=V)
+        tmp_path,
+        "--optimizer",
+        "adam",
+        "--lr",
+        "1e-3",
+        "--embed-dim",
+        "8",
+        "--hidden-dim",
+        "8",
+        "--use-sg",
+        "--sg-hidden",
+        "5",
+        *flags,
+        num_types=V,
+    )
     optimizer = build_optimizer(cfg.optimizer, list(model.parameters()))
     task.begin_epoch(1, model)
     return task, model.train(), criterion, optimizer
 
 
 def step(task, model, criterion, optimizer, tokens, n, ignore_grad=False):
-    out = task.train_step(window_sample(tokens[:, n * T:(n + 1) * T + 1], n == 0), model, criterion, optimizer, n,
-                          ignore_grad=ignore_grad)
+    out = task.train_step(
+        window_sample(tokens[:, n * T : (n + 1) * T + 1], n == 0),
+        model,
+        criterion,
+        optimizer,
+        n,
+        ignore_grad=ignore_grad,
+    )
     task.optimizer_step(optimizer, model, n)
     return out[2]
 
@@ -88,7 +108,9 @@ def test_a_dummy_batch_reads_once_reports_nothing_and_trains_nothing(tmp_path, h
     log = task.train_step(window_sample(tokens[:, T:], False), model, criterion, optimizer, 1, ignore_grad=True)[2]
     assert len(seen) == 1, seen
     assert log["sg_skipped"] == 0 and log["sg_steps"] == 1
-    sums = [k for k in log if k.startswith(("sg_loss", "sg_hat_sq", "sg_true_sq", "sg_dot", "sg_injected", "sg_future"))]
+    sums = [
+        k for k in log if k.startswith(("sg_loss", "sg_hat_sq", "sg_true_sq", "sg_dot", "sg_injected", "sg_future"))
+    ]
     assert sums and all(float(log[k]) == 0.0 for k in sums)
     assert all(p.grad is None or not p.grad.any() for p in task.dni.synthesizer.parameters())
 

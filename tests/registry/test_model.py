@@ -20,7 +20,7 @@ def qrnn_params(inputs, hidden, window):
 
 def expected_published_params(vocab):
     """The published AWD-QRNN: 4 layers, 1550 hidden, emsize 400, tied decoder with bias."""
-    layers = (qrnn_params(400, 1550, 2) + 2 * qrnn_params(1550, 1550, 1) + qrnn_params(1550, 400, 1))
+    layers = qrnn_params(400, 1550, 2) + 2 * qrnn_params(1550, 1550, 1) + qrnn_params(1550, 400, 1)
     return vocab * 400 + vocab + layers
 
 

@@ -17,8 +17,10 @@ def tiny(seed=0):
 
 def batches(n, seed=1):
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(5, 2, generator=g, dtype=torch.float64))
-            for _ in range(n)]
+    return [
+        (torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(5, 2, generator=g, dtype=torch.float64))
+        for _ in range(n)
+    ]
 
 
 def train(model, optimizer, data, lrs):
@@ -73,8 +75,22 @@ def test_the_swap_and_a_checkpoint_written_during_it():
 def test_registered_and_found_through_fairseq(tmp_path):
     from fairseq.optim import build_optimizer
 
-    cfg, _, model, _ = build_from_flags(tmp_path, "--optimizer", "nt_asgd", "--lr", "30", "--weight-decay", "1.2e-6",
-                                        "--nonmono", "3", "--embed-dim", "4", "--hidden-dim", "4", num_types=12)
+    cfg, _, model, _ = build_from_flags(
+        tmp_path,
+        "--optimizer",
+        "nt_asgd",
+        "--lr",
+        "30",
+        "--weight-decay",
+        "1.2e-6",
+        "--nonmono",
+        "3",
+        "--embed-dim",
+        "4",
+        "--hidden-dim",
+        "4",
+        num_types=12,
+    )
     optimizer = build_optimizer(cfg.optimizer, list(model.parameters()))
     inner = find(optimizer)
     assert isinstance(inner, NTASGD) and inner.param_groups[0]["nonmono"] == 3
@@ -91,10 +107,13 @@ def test_half_precision_wrappers_are_refused(tmp_path):
 
     # --fp16-no-flatten-grads: fairseq's float32 copies kept per tensor (the flat copy needs CUDA; the
     # memory-efficient wrappers refuse nt_asgd themselves)
-    for flags, wrapper in [(["--fp16", "--fp16-no-flatten-grads"], FP16Optimizer),
-                           (["--bf16", "--fp16-no-flatten-grads"], FP16Optimizer)]:
-        cfg, _, model, _ = build_from_flags(tmp_path, "--optimizer", "nt_asgd", "--lr", "30", "--embed-dim", "4",
-                                            "--hidden-dim", "4", num_types=12)
+    for flags, wrapper in [
+        (["--fp16", "--fp16-no-flatten-grads"], FP16Optimizer),
+        (["--bf16", "--fp16-no-flatten-grads"], FP16Optimizer),
+    ]:
+        cfg, _, model, _ = build_from_flags(
+            tmp_path, "--optimizer", "nt_asgd", "--lr", "30", "--embed-dim", "4", "--hidden-dim", "4", num_types=12
+        )
         for flag in flags:  # set after building: the task refuses half precision on a CPU
             cfg.common[flag[2:].replace("-", "_")] = True
         params = [p for p in model.parameters()]

@@ -16,8 +16,23 @@ V, B, T = 40, 3, 9
 def build(tmp_path, *flags):
     """Task, model (float64) and criterion through fairseq's registries."""
     _, task, model, criterion = build_from_flags(
-        tmp_path, "--embed-dim", "6", "--hidden-dim", "8", "--use-sg", "--sg-hidden", "5", "--dropout", "0.2",
-        "--dropout-hidden", "0.1", "--weight-drop", "0.1", *flags, num_types=V)
+        tmp_path,
+        "--embed-dim",
+        "6",
+        "--hidden-dim",
+        "8",
+        "--use-sg",
+        "--sg-hidden",
+        "5",
+        "--dropout",
+        "0.2",
+        "--dropout-hidden",
+        "0.1",
+        "--weight-drop",
+        "0.1",
+        *flags,
+        num_types=V,
+    )
     task.dni.synthesizer.double()
     return task, model.double().train(), criterion
 
@@ -72,8 +87,12 @@ def original_dni(model, synth, s, base, scale=0.1):
     (loss + (scale * gT * sT).sum()).backward()
 
 
-BASES = [("qrnn", core, synthetic, target) for core in ["qrnn", "gru", "lstm"]
-         for synthetic in [False, True] for target in ["paper", "dni"]]
+BASES = [
+    ("qrnn", core, synthetic, target)
+    for core in ["qrnn", "gru", "lstm"]
+    for synthetic in [False, True]
+    for target in ["paper", "dni"]
+]
 BASES += [(base, "qrnn", synthetic, "paper") for base in ["lstm", "gru"] for synthetic in [False, True]]
 
 
@@ -132,8 +151,17 @@ def test_logged_loss_is_the_real_one(tmp_path):
 @pytest.mark.parametrize("fixed", [False, True])
 def test_synthesizer_steps_unless_fixed(tmp_path, fixed):
     cfg, task, model, criterion = build_from_flags(
-        tmp_path, "--optimizer", "adam", "--lr", "1e-3", "--weight-decay", "0.01", "--use-sg",
-        *(["--fix-sg"] if fixed else []), num_types=V)
+        tmp_path,
+        "--optimizer",
+        "adam",
+        "--lr",
+        "1e-3",
+        "--weight-decay",
+        "0.01",
+        "--use-sg",
+        *(["--fix-sg"] if fixed else []),
+        num_types=V,
+    )
     optimizer = build_optimizer(cfg.optimizer, list(model.parameters()))
     task.begin_epoch(1, model)
     before = copy.deepcopy(task.dni.synthesizer.state_dict())

@@ -9,8 +9,21 @@ from helpers import build_from_flags
 
 
 def build_schedule(tmp_path, *flags):
-    cfg = build_from_flags(tmp_path, "--optimizer", "adam", "--lr", "0.001", "--lr-scheduler", "warm_restarts", *flags,
-                           "--embed-dim", "4", "--hidden-dim", "4", num_types=5).cfg
+    cfg = build_from_flags(
+        tmp_path,
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.001",
+        "--lr-scheduler",
+        "warm_restarts",
+        *flags,
+        "--embed-dim",
+        "4",
+        "--hidden-dim",
+        "4",
+        num_types=5,
+    ).cfg
     optimizer = build_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(1))])
     return build_lr_scheduler(cfg.lr_scheduler, optimizer), optimizer
 
@@ -30,15 +43,18 @@ def test_lr_scheduler_when_and_autodecay(tmp_path):
     assert scheduler.state_dict()["halvings"] == 1
 
 
-@pytest.mark.parametrize("flags,message", [
-    (["--restart-base", "5", "3"], "--restart-base must be strictly increasing"),
-    (["--restart-base", "0"], "--restart-base epochs must be 1 or more"),
-    (["--use-sg", "--whenswitch", "0"], "--whenswitch epochs must be 1 or more"),
-    (["--mixture"], "--mixture toggles synthetic gradients at warm restarts"),
-    (["--whenswitch", "2"], "synthesizer options, they need --use-sg"),
-    (["--restart-lr"], "--restart-lr needs --restart-base"),
-    (["--when", "0"], "--when epochs must be 1 or more"),
-])
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--restart-base", "5", "3"], "--restart-base must be strictly increasing"),
+        (["--restart-base", "0"], "--restart-base epochs must be 1 or more"),
+        (["--use-sg", "--whenswitch", "0"], "--whenswitch epochs must be 1 or more"),
+        (["--mixture"], "--mixture toggles synthetic gradients at warm restarts"),
+        (["--whenswitch", "2"], "synthesizer options, they need --use-sg"),
+        (["--restart-lr"], "--restart-lr needs --restart-base"),
+        (["--when", "0"], "--when epochs must be 1 or more"),
+    ],
+)
 def test_schedule_flags_are_checked(tmp_path, flags, message):
     with pytest.raises(SystemExit, match=message):
         build_schedule(tmp_path, *flags)

@@ -11,7 +11,9 @@ import pytest
 from helpers import REPO, TRAIN_FLAGS, records, run_cli
 
 SCRIPT = REPO / "examples" / "paper" / "plot_curves.py"
-HEADER = "epoch,seconds,train_loss,valid_loss,train_ppl,valid_ppl,lr,synthetic,restart,sg_cos,sg_norm_ratio,sg_inject_ratio"
+HEADER = (
+    "epoch,seconds,train_loss,valid_loss,train_ppl,valid_ppl,lr,synthetic,restart,sg_cos,sg_norm_ratio,sg_inject_ratio"
+)
 # as tests/test_cli_sg.py: train on the small valid split (22k tokens), validate on test
 SMALL = ["--train-subset", "valid", "--valid-subset", "test"]
 SG_FLAGS = ["--use-sg", "--mixture", "--lr-scheduler", "warm_restarts", "--restart-lr", "--restart-base", "1"]
@@ -31,6 +33,7 @@ def plot_cli(*args):
 def check_png(path):
     """A readable PNG of a sensible size whose pixels are not all one colour; returns its pixels."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.image
 
@@ -50,8 +53,10 @@ def write_csv(path, rows, cos=None):
     for n, (epoch, valid_loss, synthetic, restart) in enumerate(rows):
         train_loss = valid_loss + 0.1
         c = "nan" if cos is None else cos[n]
-        lines.append(f"{epoch},12.5,{train_loss},{valid_loss},{math.exp(train_loss)},{math.exp(valid_loss)},0.001,"
-                     f"{synthetic},{restart},{c},{'nan' if cos is None else 2.0},nan")
+        lines.append(
+            f"{epoch},12.5,{train_loss},{valid_loss},{math.exp(train_loss)},{math.exp(valid_loss)},0.001,"
+            f"{synthetic},{restart},{c},{'nan' if cos is None else 2.0},nan"
+        )
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -60,9 +65,28 @@ def write_csv(path, rows, cos=None):
 def sg_curves(sample_bin, tmp_path_factory):
     """3 epochs (the third cut short by --max-update) with synthetic gradients in epoch 2 only."""
     save = tmp_path_factory.mktemp("curves")
-    proc = run_cli("fairseq-train", sample_bin, *TRAIN_FLAGS, *SMALL, "--batch-size", "20", "--batch-size-valid", "10",
-                   "--bptt", "35", "--max-epoch", "3", "--max-update", "70", "--log-interval", "10", *SG_FLAGS,
-                   "--save-dir", save, "--no-epoch-checkpoints")
+    proc = run_cli(
+        "fairseq-train",
+        sample_bin,
+        *TRAIN_FLAGS,
+        *SMALL,
+        "--batch-size",
+        "20",
+        "--batch-size-valid",
+        "10",
+        "--bptt",
+        "35",
+        "--max-epoch",
+        "3",
+        "--max-update",
+        "70",
+        "--log-interval",
+        "10",
+        *SG_FLAGS,
+        "--save-dir",
+        save,
+        "--no-epoch-checkpoints",
+    )
     return save, proc.stdout + proc.stderr
 
 
@@ -127,8 +151,10 @@ def test_plot_of_the_real_run(sg_curves, tmp_path):
 
 def test_two_runs_from_hand_written_csvs(tmp_path):
     plot_curves = load_script()
-    write_csv(tmp_path / "alt" / "curves.csv",
-                    [(e, 6 - 0.2 * e, int(e in (2, 5, 6, 7, 8)), int(e in (2, 3, 5, 9))) for e in range(1, 11)])
+    write_csv(
+        tmp_path / "alt" / "curves.csv",
+        [(e, 6 - 0.2 * e, int(e in (2, 5, 6, 7, 8)), int(e in (2, 3, 5, 9))) for e in range(1, 11)],
+    )
     bptt = write_csv(tmp_path / "bptt.csv", [(e, 6.1 - 0.2 * e, 0, 0) for e in range(1, 11)])
     cols = plot_curves.read_curves(str(tmp_path / "alt"))  # a run directory stands for its curves.csv
     assert cols["epoch"] == list(range(1, 11)) and cols["synthetic"][1] == 1
@@ -151,14 +177,21 @@ def test_two_runs_from_hand_written_csvs(tmp_path):
     check_png(tmp_path / "one.png")
 
 
-@pytest.mark.parametrize("case,content,message", [
-    ("missing", None, "no such file"),
-    ("empty", "", "empty file"),
-    ("other csv", "step,loss\n1,2.0\n", "not a curves CSV: no column epoch, valid_ppl, synthetic, restart"),
-    ("no rows", HEADER + "\n", "no rows"),
-    ("not a number", HEADER + "\n1,3.0,5.0,5.0,148.4,148.4,0.001,0,zero,nan,nan,nan\n", "line 2: restart is 'zero', not a number"),
-    ("short row", HEADER + "\n1,3.0,5.0\n", "line 2: 3 fields, the header has 12"),
-])
+@pytest.mark.parametrize(
+    "case,content,message",
+    [
+        ("missing", None, "no such file"),
+        ("empty", "", "empty file"),
+        ("other csv", "step,loss\n1,2.0\n", "not a curves CSV: no column epoch, valid_ppl, synthetic, restart"),
+        ("no rows", HEADER + "\n", "no rows"),
+        (
+            "not a number",
+            HEADER + "\n1,3.0,5.0,5.0,148.4,148.4,0.001,0,zero,nan,nan,nan\n",
+            "line 2: restart is 'zero', not a number",
+        ),
+        ("short row", HEADER + "\n1,3.0,5.0\n", "line 2: 3 fields, the header has 12"),
+    ],
+)
 def test_bad_csv_gives_one_clear_line(tmp_path, case, content, message):
     path = tmp_path / "run" / "curves.csv"
     if content is not None:
@@ -179,13 +212,20 @@ def test_label_count_must_match(tmp_path):
 
 def test_several_runs_a_diverged_one_and_the_scale(tmp_path):
     plot_curves = load_script()
-    calm = write_csv(tmp_path / "calm.csv", [(e, 6 - 0.1 * e, int(e > 2), int(e == 3)) for e in range(1, 6)],
-                     cos=[0.1, 0.3, 0.5, 0.6, 0.7])
+    calm = write_csv(
+        tmp_path / "calm.csv",
+        [(e, 6 - 0.1 * e, int(e > 2), int(e == 3)) for e in range(1, 6)],
+        cos=[0.1, 0.3, 0.5, 0.6, 0.7],
+    )
     wild = write_csv(tmp_path / "wild.csv", [(1, 6.0, 0, 0), (2, 9.0, 0, 0), (3, 20.0, 0, 0)])
     runs = [plot_curves.read_curves(str(p)) for p in (calm, wild)]
     fig = plot_curves.plot(runs, ["calm", "wild"])
-    assert series(fig) == {"valid": ["calm", "wild"], "train": ["calm", "wild"], "sg_cos": ["calm"],
-                           "sg_norm_ratio": ["calm"]}
+    assert series(fig) == {
+        "valid": ["calm", "wild"],
+        "train": ["calm", "wild"],
+        "sg_cos": ["calm"],
+        "sg_norm_ratio": ["calm"],
+    }
     assert fig.axes[0].get_yscale() == "log"  # e^20 / e^5.5: a diverging run
     assert plot_curves.plot(runs[:1], ["calm"]).axes[0].get_yscale() == "linear"
     assert plot_curves.plot(runs[:1], ["calm"], scale="log").axes[0].get_yscale() == "log"

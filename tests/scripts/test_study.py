@@ -25,8 +25,9 @@ def test_the_configurations_isolate_restarts_from_synthetic_gradients(tmp_path):
         argv = shlex.split(line)
         save = argv[argv.index("--save-dir") + 1]
         commands[save.replace(str(tmp_path) + "/", "")] = argv
-    assert sorted(commands) == sorted(f"{c}/seed{s}" for c in ["bptt", "bptt-restarts", "dni", "dni-restarts",
-                                                                "alt-restarts"] for s in (1, 2))
+    assert sorted(commands) == sorted(
+        f"{c}/seed{s}" for c in ["bptt", "bptt-restarts", "dni", "dni-restarts", "alt-restarts"] for s in (1, 2)
+    )
 
     def has(name, *flags):
         argv = commands[f"{name}/seed1"]
@@ -47,8 +48,26 @@ def test_the_configurations_isolate_restarts_from_synthetic_gradients(tmp_path):
 
 @pytest.mark.slow
 def test_a_small_study_runs_resumes_and_summarises(tmp_path):
-    flags = ["--corpus", "sample", "--out", tmp_path, "--configs", "bptt", "dni", "--seeds", "1", "2", "--epochs", "1",
-             "--embed-dim", "16", "--hidden-dim", "16", "--jobs", "2"]
+    flags = [
+        "--corpus",
+        "sample",
+        "--out",
+        tmp_path,
+        "--configs",
+        "bptt",
+        "dni",
+        "--seeds",
+        "1",
+        "2",
+        "--epochs",
+        "1",
+        "--embed-dim",
+        "16",
+        "--hidden-dim",
+        "16",
+        "--jobs",
+        "2",
+    ]
     first = study(*flags)
     table = [line for line in first.stdout.splitlines() if line.startswith("| bptt") or line.startswith("| dni")]
     assert len(table) == 2 and all(" +- " in line for line in table)

@@ -16,8 +16,14 @@ SPLITS = ("train", "valid", "test")
 
 def script(name, *args, stdin=None):
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "data" / name), *map(str, args)], cwd=REPO, env=env,
-                          capture_output=True, text=True, input=stdin)
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "data" / name), *map(str, args)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        input=stdin,
+    )
 
 
 def lines_of(path):
@@ -63,11 +69,40 @@ def test_binarized_subwords_are_pieces_plus_one_eos_per_line(spm_data):
 
 def test_train_eval_and_word_level_perplexity(spm_data, tmp_path):
     text, bin_dir, _ = spm_data
-    run_cli("fairseq-train", bin_dir, *TRAIN_FLAGS, "--batch-size", "20", "--batch-size-valid", "10",
-            "--bptt", "35", "--max-epoch", "1", "--max-update", "15", "--save-dir", tmp_path)
-    proc = run_cli("fairseq-eval-lm", bin_dir, "--user-dir", REPO / "altsg_fairseq", "--task", "alternating_lm",
-                   "--path", tmp_path / "checkpoint_last.pt", "--cpu", "--gen-subset", "test",
-                   "--batch-size", "1", "--bptt", "400")
+    run_cli(
+        "fairseq-train",
+        bin_dir,
+        *TRAIN_FLAGS,
+        "--batch-size",
+        "20",
+        "--batch-size-valid",
+        "10",
+        "--bptt",
+        "35",
+        "--max-epoch",
+        "1",
+        "--max-update",
+        "15",
+        "--save-dir",
+        tmp_path,
+    )
+    proc = run_cli(
+        "fairseq-eval-lm",
+        bin_dir,
+        "--user-dir",
+        REPO / "altsg_fairseq",
+        "--task",
+        "alternating_lm",
+        "--path",
+        tmp_path / "checkpoint_last.pt",
+        "--cpu",
+        "--gen-subset",
+        "test",
+        "--batch-size",
+        "1",
+        "--bptt",
+        "400",
+    )
     log = proc.stdout + proc.stderr
     (tmp_path / "eval.log").write_text(log)
 
@@ -106,17 +141,23 @@ def test_word_ppl_formula_and_partly_scored_split(tmp_path):
     (tmp_path / "pieces.txt").write_text(" ".join(["x"] * 1000) + "\n\n" + " ".join(["y"] * 1000) + "\n")
     out = script("word_ppl.py", tmp_path / "log", tmp_path / "raw.txt", "--pieces", tmp_path / "pieces.txt")
     assert "(estimate)" in out.stdout and "--batch-size 1" in out.stdout
-    r = json.loads(script("word_ppl.py", tmp_path / "log", tmp_path / "raw.txt", "--pieces", tmp_path / "pieces.txt",
-                          "--json").stdout)
+    r = json.loads(
+        script(
+            "word_ppl.py", tmp_path / "log", tmp_path / "raw.txt", "--pieces", tmp_path / "pieces.txt", "--json"
+        ).stdout
+    )
     assert r["estimated"] and math.isclose(r["word_tokens_scored"], 10 * 1000 / 2002)
     assert math.isclose(r["word_ppl"], 2 ** (3 * 1000 / (10 * 1000 / 2002)))
 
 
-@pytest.mark.parametrize("case,message", [
-    ("no eval line", "no 'Evaluated N tokens' line in"),
-    ("other split", "has 2 lines and"),
-    ("missing raw", "cannot read the raw text"),
-])
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("no eval line", "no 'Evaluated N tokens' line in"),
+        ("other split", "has 2 lines and"),
+        ("missing raw", "cannot read the raw text"),
+    ],
+)
 def test_word_ppl_mistakes_give_one_clear_line(case, message, tmp_path):
     (tmp_path / "raw.txt").write_text("a b c\n\nd e f g\n")
     (tmp_path / "pieces.txt").write_text("x y\nz\n")
@@ -130,10 +171,13 @@ def test_word_ppl_mistakes_give_one_clear_line(case, message, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("word_ppl.py: error:") and message in lines[0], proc.stderr
 
 
-@pytest.mark.parametrize("case,message", [
-    ("vocabulary too big", "lower --vocab-size"),
-    ("missing split", "test.txt is missing"),
-])
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("vocabulary too big", "lower --vocab-size"),
+        ("missing split", "test.txt is missing"),
+    ],
+)
 def test_subword_data_mistakes_give_one_clear_line(case, message, tmp_path):
     src = tmp_path / "words"
     src.mkdir()
@@ -141,8 +185,9 @@ def test_subword_data_mistakes_give_one_clear_line(case, message, tmp_path):
         (src / f"{split}.txt").write_text("the cat sat on the mat\n" * 20)
     if case == "missing split":
         (src / "test.txt").unlink()
-    proc = script("subword_data.py", src, tmp_path / "pieces", "--vocab-size", "5000", "--threads", "1",
-                  "--no-binarize")
+    proc = script(
+        "subword_data.py", src, tmp_path / "pieces", "--vocab-size", "5000", "--threads", "1", "--no-binarize"
+    )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("subword_data.py: error:") and message in lines[0], proc.stderr

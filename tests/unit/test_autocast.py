@@ -87,4 +87,4 @@ def test_the_injected_gradient_takes_the_end_states_dtype():
     assert term.item() == 0 and end.grad.dtype == torch.bfloat16
     with torch.no_grad():
         expected = 0.1 * 10.0 * twin(end.detach().float())
-    torch.testing.assert_close(end.grad.float(), expected, rtol=2 ** -7, atol=0)
+    torch.testing.assert_close(end.grad.float(), expected, rtol=2**-7, atol=0)

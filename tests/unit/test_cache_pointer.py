@@ -47,7 +47,7 @@ def run_in_windows(cache, log_probs, hidden, target, lengths):
     assert sum(lengths) == log_probs.size(1)
     outs, t = [], 0
     for n in lengths:
-        outs.append(cache(log_probs[:, t:t + n], hidden[:, t:t + n], target[:, t:t + n]))
+        outs.append(cache(log_probs[:, t : t + n], hidden[:, t : t + n], target[:, t : t + n]))
         t += n
     return torch.cat(outs, 1)
 
@@ -101,8 +101,9 @@ def test_hand_computed_tiny_case():
     log_probs = torch.full((1, 3, 3), -math.log(3), dtype=torch.float64)
     hidden = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [2.0, 0.0]]], dtype=torch.float64)
     target = torch.tensor([[0, 1, 2]])
-    want = torch.tensor([[[1 / 3, 1 / 3, 1 / 3], [2 / 3, 1 / 6, 1 / 6], [13 / 24, 7 / 24, 4 / 24]]],
-                        dtype=torch.float64).log()
+    want = torch.tensor(
+        [[[1 / 3, 1 / 3, 1 / 3], [2 / 3, 1 / 6, 1 / 6], [13 / 24, 7 / 24, 4 / 24]]], dtype=torch.float64
+    ).log()
     theta = math.log(3) / 2
 
     got = CachePointer(window=10, theta=theta, lam=0.5)(log_probs, hidden, target)
@@ -150,9 +151,10 @@ def test_rows_are_independent():
     log_probs, hidden, target = random_stream(3, 32, V=7, H=5, seed=6)
     together = run_in_windows(CachePointer(window=6, lam=0.3), log_probs, hidden, target, LENGTHS)
     for b in range(3):
-        alone = run_in_windows(CachePointer(window=6, lam=0.3), log_probs[b:b + 1],
-                               hidden[b:b + 1], target[b:b + 1], LENGTHS)
-        torch.testing.assert_close(together[b:b + 1], alone, rtol=1e-12, atol=1e-12)
+        alone = run_in_windows(
+            CachePointer(window=6, lam=0.3), log_probs[b : b + 1], hidden[b : b + 1], target[b : b + 1], LENGTHS
+        )
+        torch.testing.assert_close(together[b : b + 1], alone, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("chunk_size", [1024, 3])
@@ -194,7 +196,7 @@ def test_cache_lowers_perplexity_on_repeated_words():
     seen_before = torch.zeros(B, N, dtype=torch.bool)
     for b in range(B):
         for n in range(1, N):
-            seen_before[b, n] = bool((words[b, max(0, n - 20):n] == words[b, n]).any())
+            seen_before[b, n] = bool((words[b, max(0, n - 20) : n] == words[b, n]).any())
     assert seen_before.sum() > 0.8 * B * N
     assert (mixed_lp[seen_before] > model_lp[seen_before]).all()
     assert math.exp(-mixed_lp.mean()) < math.exp(-model_lp.mean())

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from altsg_fairseq.modules.cross_entropy import BLOCK_ELEMENTS, summed_cross_entropy
 
 
-@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-12), (torch.float32, 1e-5), (torch.bfloat16, 2 ** -7)])
+@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-12), (torch.float32, 1e-5), (torch.bfloat16, 2**-7)])
 @pytest.mark.parametrize("n,vocab", [(1, 3), (7, 5), (BLOCK_ELEMENTS // 50 + 3, 50), (3, BLOCK_ELEMENTS + 7)])
 def test_equals_pytorchs_cross_entropy_on_float32_copies(dtype, rtol, n, vocab):
     g = torch.Generator().manual_seed(n + vocab)
@@ -24,8 +24,9 @@ def test_equals_pytorchs_cross_entropy_on_float32_copies(dtype, rtol, n, vocab):
     (expected_grad,) = torch.autograd.grad(expected * scale, wide)
     assert grad.dtype == dtype
     # the exact gradient, rounded once to the logits' dtype
-    torch.testing.assert_close(grad.to(expected_grad.dtype), expected_grad, rtol=rtol,
-                               atol=1e-12 if dtype == torch.float64 else 1e-6)  # p - 1 for p near 1: float32 eps
+    torch.testing.assert_close(
+        grad.to(expected_grad.dtype), expected_grad, rtol=rtol, atol=1e-12 if dtype == torch.float64 else 1e-6
+    )  # p - 1 for p near 1: float32 eps
 
 
 def test_gradcheck_and_bad_shapes():

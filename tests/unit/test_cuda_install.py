@@ -75,7 +75,10 @@ def with_upstream(requirements):
     for text in requirements:
         req = Requirement(text)
         for versions, needs in UPSTREAM.get(canonicalize_name(req.name), []):
-            if any(Requirement(f"x{versions}").specifier.contains(v) for v in witnesses([text])[canonicalize_name(req.name)]):
+            if any(
+                Requirement(f"x{versions}").specifier.contains(v)
+                for v in witnesses([text])[canonicalize_name(req.name)]
+            ):
                 out.append(needs)
     return out
 

@@ -70,8 +70,9 @@ def test_a_writable_home_changes_nothing(fresh, tmp_path, caplog):
     assert (tmp_path / "home" / ".cupy" / "kernel_cache").is_dir()  # the fake made it where CuPy would
 
 
-def test_the_users_cache_dir_is_never_changed_and_its_error_is_quoted(fresh, tmp_path, unwritable_home, monkeypatch,
-                                                                       caplog):
+def test_the_users_cache_dir_is_never_changed_and_its_error_is_quoted(
+    fresh, tmp_path, unwritable_home, monkeypatch, caplog
+):
     bad = str(unwritable_home / "cache")
     fresh(CACHE_AT_IMPORT, tmp_path)
     monkeypatch.setenv("CUPY_CACHE_DIR", bad)
@@ -85,8 +86,10 @@ def test_the_users_cache_dir_is_never_changed_and_its_error_is_quoted(fresh, tmp
 def test_a_broken_cupy_is_not_called_missing(fresh, tmp_path):
     fresh(MISSING_LIBRARY, tmp_path)
     assert m.cupy_or_none() is None
-    assert m.cupy_problem() == ("CuPy failed to import (ImportError: CuPy failed to load libnvrtc.so.12: "
-                                "OSError: libnvrtc.so.12: cannot open shared object file)")
+    assert m.cupy_problem() == (
+        "CuPy failed to import (ImportError: CuPy failed to load libnvrtc.so.12: "
+        "OSError: libnvrtc.so.12: cannot open shared object file)"
+    )
     assert m.INSTALL_HINT == f"{m.cupy_problem()}; {m.install_hint()}"  # the real error, then what to install
 
 

@@ -38,11 +38,13 @@ def setup(cell, core, seed=0, **interface_args):
     with torch.no_grad():  # a first window: a non-zero carried state and synthesizer state
         _, first = lm(tokens[:, :T], lm.stack.pack(lm.stack(lm.embed(tokens[:, :T].t()))[1]), None)
         synthesizer(lm.stack.pack(first))
-    return lm, interface, tokens[:, T:2 * T], tokens[:, T + 1:], first
+    return lm, interface, tokens[:, T : 2 * T], tokens[:, T + 1 :], first
 
 
 def grads(*modules):
-    return {f"{i}.{n}": p.grad.clone() for i, m in enumerate(modules) for n, p in m.named_parameters() if p.grad is not None}
+    return {
+        f"{i}.{n}": p.grad.clone() for i, m in enumerate(modules) for n, p in m.named_parameters() if p.grad is not None
+    }
 
 
 def zero(*modules):
@@ -73,8 +75,14 @@ def original_window(lm, synth, inputs, target, first, synthetic, textbook, scale
         loss.backward()
 
 
-CASES = [(cell, core, synthetic, target) for cell in ["qrnn", "lstm", "gru"] for core in ["qrnn", "gru", "lstm"]
-         for synthetic in [False, True] for target in ["paper", "dni"] if core == "qrnn" or cell == "qrnn"]
+CASES = [
+    (cell, core, synthetic, target)
+    for cell in ["qrnn", "lstm", "gru"]
+    for core in ["qrnn", "gru", "lstm"]
+    for synthetic in [False, True]
+    for target in ["paper", "dni"]
+    if core == "qrnn" or cell == "qrnn"
+]
 
 
 @pytest.mark.parametrize("cell,core,synthetic,target", CASES)
@@ -92,7 +100,11 @@ def test_one_backward_equals_the_original_two(cell, core, synthetic, target):
     ((loss + probe + interface.inject(lm.stack.pack(final), tokens)) * 8.0).backward()  # a loss scale of 8
     stats = interface.pop_stats()
     mine = {n: g / (8.0 * tokens) if n.startswith("0.") else g for n, g in grads(lm, synth).items()}
-    assert stats["sg_on"] == int(synthetic) and stats["sg_loss"] > 0 and stats["sg_elements"] == B * lm.stack.pack(first).size(1)
+    assert (
+        stats["sg_on"] == int(synthetic)
+        and stats["sg_loss"] > 0
+        and stats["sg_elements"] == B * lm.stack.pack(first).size(1)
+    )
 
     zero(lm, synth)
     synth.state = synth_state
@@ -121,8 +133,11 @@ def test_statistics_and_the_synthesizers_gradient_by_hand():
         stats = interface.pop_stats()
         g_true = W / 10
         assert float(stats["sg_loss"]) == pytest.approx(float((g_hat - g_true).pow(2).sum()), rel=1e-12)
-        for key, value in [("sg_hat_sq", g_hat.pow(2).sum()), ("sg_true_sq", g_true.pow(2).sum()),
-                           ("sg_dot", (g_hat * g_true).sum())]:
+        for key, value in [
+            ("sg_hat_sq", g_hat.pow(2).sum()),
+            ("sg_true_sq", g_true.pow(2).sum()),
+            ("sg_dot", (g_hat * g_true).sum()),
+        ]:
             assert float(stats[key]) == pytest.approx(float(value), rel=1e-12), key
         # the output map's bias gets the sum over elements of the output gradient 2 (k g_hat - g_true)
         expected = float((2 * (k * g_hat - g_true)).sum())
@@ -242,7 +257,7 @@ class TwoWorkers:
 
     def mine(self, t):
         b = t.size(0) // 2
-        return t[self.rank * b:(self.rank + 1) * b]
+        return t[self.rank * b : (self.rank + 1) * b]
 
 
 @pytest.mark.parametrize("core", ["qrnn", "gru"])
@@ -263,8 +278,10 @@ def test_workers_together_equal_one_worker_holding_all_rows(core):
             start, probe = interface.wrap_start(s[rows], tokens=24)
             end = start * 1.5
             ((end * W[rows]).sum() + probe + interface.inject(end, 24)).backward()
-        summed = [grad_or_zeros(a) + grad_or_zeros(b)
-                  for a, b in zip(workers[0].synthesizer.parameters(), workers[1].synthesizer.parameters())]
+        summed = [
+            grad_or_zeros(a) + grad_or_zeros(b)
+            for a, b in zip(workers[0].synthesizer.parameters(), workers[1].synthesizer.parameters())
+        ]
         for g, p in zip(summed, one.synthesizer.parameters()):
             torch.testing.assert_close(g, grad_or_zeros(p), rtol=1e-10, atol=1e-12)
         for a, b in zip(one.synthesizer.recurrent_state(), workers[1].synthesizer.recurrent_state()):
@@ -345,8 +362,9 @@ def reference_synthesizer(synthesizer, carried):
                 x = torch.nn.functional.dropout(x, synthesizer.dropout, synthesizer.training)
         synthesizer.state = new
     else:
-        fits = synthesizer.state is not None and (synthesizer.state[0] if isinstance(synthesizer.state, tuple)
-                                                   else synthesizer.state).size(1) == x.size(0)
+        fits = synthesizer.state is not None and (
+            synthesizer.state[0] if isinstance(synthesizer.state, tuple) else synthesizer.state
+        ).size(1) == x.size(0)
         x, state = synthesizer.core(x, synthesizer.state if fits else None)
         synthesizer.state = tuple(t.detach() for t in state) if isinstance(state, tuple) else state.detach()
     return synthesizer.output_map(x.squeeze(1)).view_as(carried)
@@ -388,9 +406,13 @@ def test_a_synthesizer_saved_with_the_old_map_names_loads(core, layers):
     saved.step()
     state = saved.state_dict()
     weights = state["synthesizer"]
-    old = {"encoder.weight": weights["input_map.weight"], "encoder.bias": weights["input_map.bias"],
-           "decoder.weight": weights["output_map.weight"], "decoder.bias": weights["output_map.bias"],
-           **{k: v for k, v in weights.items() if k.startswith("core.")}}
+    old = {
+        "encoder.weight": weights["input_map.weight"],
+        "encoder.bias": weights["input_map.bias"],
+        "decoder.weight": weights["output_map.weight"],
+        "decoder.bias": weights["output_map.bias"],
+        **{k: v for k, v in weights.items() if k.startswith("core.")},
+    }
     assert len(old) == len(weights)
     recurrent = saved.synthesizer.recurrent_state()
     assert recurrent
@@ -405,5 +427,12 @@ def test_a_synthesizer_saved_with_the_old_map_names_loads(core, layers):
     other = BackwardInterface(Synthesizer(core, hidden=4, layers=layers, noise_std=0.0))
     other.load_state_dict({**state, "synthesizer": old})
     assert torch.equal(other.synthesizer.eval()(x), want)
-    assert sorted(old) == sorted(["encoder.weight", "encoder.bias", "decoder.weight", "decoder.bias",
-                                  *(k for k in weights if k.startswith("core."))])  # the caller's dict is kept
+    assert sorted(old) == sorted(
+        [
+            "encoder.weight",
+            "encoder.bias",
+            "decoder.weight",
+            "decoder.bias",
+            *(k for k in weights if k.startswith("core.")),
+        ]
+    )  # the caller's dict is kept

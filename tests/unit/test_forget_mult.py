@@ -81,7 +81,7 @@ def test_half_inputs_give_float32_states(backend, dtype):
     for g, r in zip(grads, refs):
         assert g.dtype == dtype
         # the exact gradient rounded once to the inputs' precision (one unit in the last place)
-        torch.testing.assert_close(g.double(), r, rtol=2.0 ** -7, atol=1e-6)
+        torch.testing.assert_close(g.double(), r, rtol=2.0**-7, atol=1e-6)
 
 
 def test_columns_split_over_threads_give_the_same_bits():
@@ -135,8 +135,10 @@ def test_cuda_designs_equal_reference(chunk, shape):
     from altsg_fairseq.modules import forget_mult_cuda
 
     T, B, H = shape
-    f, x, h0 = (t.detach().reshape(T, -1) if t.dim() == 3 else t.detach().reshape(-1)
-                for t in _inputs(*shape, "cuda", torch.float32))
+    f, x, h0 = (
+        t.detach().reshape(T, -1) if t.dim() == 3 else t.detach().reshape(-1)
+        for t in _inputs(*shape, "cuda", torch.float32)
+    )
     grad_c = torch.randn(T, B * H, device="cuda")
     c = forget_mult_cuda.forward(f, x, h0, chunk=chunk)
     grads = forget_mult_cuda.backward(f, x, h0, c, grad_c, chunk=chunk)

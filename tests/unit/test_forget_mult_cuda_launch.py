@@ -44,7 +44,9 @@ def test_the_source_has_the_eight_kernels():
 @pytest.fixture
 def launches(monkeypatch):
     recorded = []
-    monkeypatch.setattr(forget_mult_cuda, "_launch", lambda name, count, t, *args: recorded.append((name, count, t, args)))
+    monkeypatch.setattr(
+        forget_mult_cuda, "_launch", lambda name, count, t, *args: recorded.append((name, count, t, args))
+    )
     return recorded
 
 
@@ -58,8 +60,17 @@ def test_every_launch_matches_its_kernels_parameters(launches, dtype, T, N, chun
     inputs = {"forward": {t.data_ptr() for t in (f, x, h0)}, "backward": {t.data_ptr() for t in (f, x, h0, c, grad_c)}}
     chunked = chunk or forget_mult_cuda.chunk_length(T, N)
     assert [name for name, *_ in launches] == (
-        ["fm_chunk_forward_summary", "fm_chunk_forward_chain", "fm_chunk_forward_replay", "fm_chunk_backward_summary",
-         "fm_chunk_backward_chain", "fm_chunk_backward_replay"] if chunked else ["fm_seq_forward", "fm_seq_backward"])
+        [
+            "fm_chunk_forward_summary",
+            "fm_chunk_forward_chain",
+            "fm_chunk_forward_replay",
+            "fm_chunk_backward_summary",
+            "fm_chunk_backward_chain",
+            "fm_chunk_backward_replay",
+        ]
+        if chunked
+        else ["fm_seq_forward", "fm_seq_backward"]
+    )
     written = set()
     for name, count, t, args in launches:
         params, threads = KERNELS[name]
@@ -74,7 +85,10 @@ def test_every_launch_matches_its_kernels_parameters(launches, dtype, T, N, chun
             element = kind.replace("const", "").strip().rstrip("*")
             assert arg.dtype == (torch.float64 if element == "double" else dtype), (name, pname)
             if not kind.startswith("const"):
-                assert arg.data_ptr() not in inputs["forward" if "forward" in name else "backward"], (name, pname)  # the kernel writes it: never an input
+                assert arg.data_ptr() not in inputs["forward" if "forward" in name else "backward"], (
+                    name,
+                    pname,
+                )  # the kernel writes it: never an input
                 written.add(arg.data_ptr())
         assert t.dtype == dtype
         names = re.findall(r"\w+", threads)[1:]
@@ -85,7 +99,7 @@ def test_every_launch_matches_its_kernels_parameters(launches, dtype, T, N, chun
 
 def test_arguments_are_addresses_and_int32():
     a, b = torch.zeros(3, 4), torch.zeros(5, dtype=torch.float64)
-    args = forget_mult_cuda.arguments((a, b, 7, 2 ** 31 - 1))
+    args = forget_mult_cuda.arguments((a, b, 7, 2**31 - 1))
     assert [type(v) for v in args] == [np.uint64, np.uint64, np.int32, np.int32]
     assert int(args[0]) == a.data_ptr() and int(args[1]) == b.data_ptr() and int(args[2]) == 7
     assert np.dtype(type(args[0])).itemsize == 8  # what CuPy passes as a pointer's 8 bytes

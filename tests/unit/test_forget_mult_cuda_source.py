@@ -49,12 +49,22 @@ extern "C" void host_backward(const double* f, const double* x, const double* h0
 @pytest.mark.parametrize("scalar", ["float", "double"])
 def test_nvcc_compiles_the_kernels(tmp_path, scalar):
     out = tmp_path / "fm.cubin"
-    subprocess.run(["nvcc", "-cubin", "-arch=sm_80", f"-DSCALAR={scalar}", "-x", "cu", KERNEL, "-o", out],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["nvcc", "-cubin", "-arch=sm_80", f"-DSCALAR={scalar}", "-x", "cu", KERNEL, "-o", out],
+        check=True,
+        capture_output=True,
+    )
     names = out.read_bytes()
-    for kernel in ["fm_seq_forward", "fm_seq_backward", "fm_chunk_forward_summary", "fm_chunk_forward_chain",
-                   "fm_chunk_forward_replay", "fm_chunk_backward_summary", "fm_chunk_backward_chain",
-                   "fm_chunk_backward_replay"]:
+    for kernel in [
+        "fm_seq_forward",
+        "fm_seq_backward",
+        "fm_chunk_forward_summary",
+        "fm_chunk_forward_chain",
+        "fm_chunk_forward_replay",
+        "fm_chunk_backward_summary",
+        "fm_chunk_backward_chain",
+        "fm_chunk_backward_replay",
+    ]:
         assert kernel.encode() in names and kernel in SOURCE
 
 
@@ -64,8 +74,9 @@ def harness(tmp_path_factory):
         pytest.skip("no C++ compiler")
     d = tmp_path_factory.mktemp("harness")
     (d / "harness.cpp").write_text(HARNESS % KERNEL)
-    subprocess.run(["g++", "-O1", "-shared", "-fPIC", "-o", d / "harness.so", d / "harness.cpp"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["g++", "-O1", "-shared", "-fPIC", "-o", d / "harness.so", d / "harness.cpp"], check=True, capture_output=True
+    )
     return ctypes.CDLL(str(d / "harness.so"))
 
 
@@ -73,7 +84,9 @@ def _ptr(a):
     return a.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
 
 
-@pytest.mark.parametrize("T,N,L", [(1, 1, 0), (50, 7, 0), (1, 3, 4), (50, 7, 1), (50, 7, 8), (50, 7, 64), (1031, 5, 33)])
+@pytest.mark.parametrize(
+    "T,N,L", [(1, 1, 0), (50, 7, 0), (1, 3, 4), (50, 7, 1), (50, 7, 8), (50, 7, 64), (1031, 5, 33)]
+)
 def test_host_harness_equals_reference(harness, T, N, L):
     rng = np.random.default_rng(T * 100 + N + L)
     f, x = rng.random((T, N)), rng.standard_normal((T, N))

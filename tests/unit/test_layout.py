@@ -67,8 +67,9 @@ def test_models_optimizers_and_criterions_import_nothing_from_tasks():
     assert {name.split(".")[1] for name in checked} == set(BELOW_TASKS)
     for name in checked:
         for target in imports(files[name]):
-            assert not (target == "altsg_fairseq.tasks" or target.startswith("altsg_fairseq.tasks.")), \
+            assert not (target == "altsg_fairseq.tasks" or target.startswith("altsg_fairseq.tasks.")), (
                 f"{name} imports {target}"
+            )
 
 
 def test_no_circles():

@@ -41,7 +41,8 @@ def test_forward_and_backward_keep_the_thread_count(threads, how):
     """OMP_NUM_THREADS=N (or torch.set_num_threads(N)) stays N after every core
     type and synthesizer, forward and backward, has run."""
     env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": str(threads) if how == "env" else "2"}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(threads), how], cwd=REPO, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(threads), how], cwd=REPO, env=env, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["ok", str(threads)]

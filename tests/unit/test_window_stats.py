@@ -18,8 +18,10 @@ B, SIZES = 3, [2, 3]  # a flat state of two layers, 2 + 3 numbers a row
 
 def layout(stats):
     """What fairseq's all-reduce sees of a logging output: key order and each value's kind."""
-    return [(k, "tensor" if torch.is_tensor(v) else "number",
-             (str(v.dtype), v.device.type) if torch.is_tensor(v) else None) for k, v in stats.items()]
+    return [
+        (k, "tensor" if torch.is_tensor(v) else "number", (str(v.dtype), v.device.type) if torch.is_tensor(v) else None)
+        for k, v in stats.items()
+    ]
 
 
 def window(interface, W, synthetic=False):
@@ -44,8 +46,16 @@ def test_a_finite_and_a_non_finite_window_have_the_same_keys():
     broken = window(make(), torch.full_like(W, math.inf))  # the gradient at the start state overflows
     assert finite["sg_skipped"] == 0 and broken["sg_skipped"] == 1
     assert layout(finite) == layout(broken)
-    expected = {"sg_steps", "sg_elements", "sg_skipped", "sg_on", "sg_loss", "sg_injected_sq", "sg_future_sq",
-                *(f"{name}{suffix}" for name in ("sg_hat_sq", "sg_true_sq", "sg_dot") for suffix in ("", "_l0", "_l1"))}
+    expected = {
+        "sg_steps",
+        "sg_elements",
+        "sg_skipped",
+        "sg_on",
+        "sg_loss",
+        "sg_injected_sq",
+        "sg_future_sq",
+        *(f"{name}{suffix}" for name in ("sg_hat_sq", "sg_true_sq", "sg_dot") for suffix in ("", "_l0", "_l1")),
+    }
     assert set(finite) == expected
     # what the broken window did not measure is zero, not a NaN that would poison the sums
     assert all(float(broken[k]) == 0.0 for k in expected - {"sg_steps", "sg_elements", "sg_skipped", "sg_on"})
