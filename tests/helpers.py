@@ -213,14 +213,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_workers(n: int, *args, check=True, timeout=600, threads=1):
+def run_workers(n: int, *args, check=True, timeout=600, threads=1, rank_env=None):
     """fairseq-train as ``n`` gloo workers, one process per rank (the CPU launch the
-    README shows), each with ``threads`` CPU threads; returns each rank's
-    (returncode, stdout + stderr)."""
+    README shows), each with ``threads`` CPU threads and, from ``rank_env(rank)``,
+    variables of its own; returns each rank's (returncode, stdout + stderr). Past
+    ``timeout`` seconds every worker is killed and its returncode is None (a hang
+    fails the test: with ``check``, at once)."""
     import tempfile
 
     port = free_port()
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
+    envs = [dict(env, **(rank_env(rank) if rank_env else {})) for rank in range(n)]
     logs = [tempfile.TemporaryFile("w+") for _ in range(n)]  # pipes would fill up and stall the workers
     procs = [
         subprocess.Popen(
@@ -242,19 +245,29 @@ def run_workers(n: int, *args, check=True, timeout=600, threads=1):
                 "legacy_ddp",
             ],
             cwd=REPO,
-            env=env,
+            env=envs[rank],
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
         )
         for rank, log in enumerate(logs)
     ]
-    codes = [p.wait(timeout=timeout) for p in procs]
+    try:
+        codes = [p.wait(timeout=timeout) for p in procs]
+    except subprocess.TimeoutExpired:
+        codes = [None] * n
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     outs = []
     for code, log in zip(codes, logs):
         log.seek(0)
         outs.append((code, log.read()))
         log.close()
+    if check and any(code is None for code, _ in outs):
+        raise AssertionError(f"fairseq-train workers still ran after {timeout} s:\n" + outs[0][1][-3000:])
     if check and any(code != 0 for code, _ in outs):
         raise AssertionError("fairseq-train workers failed:\n" + "\n----\n".join(out[-4000:] for _, out in outs))
     return outs

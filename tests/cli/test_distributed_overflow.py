@@ -10,12 +10,10 @@ the gradient passed on to the model stays the real one.
 """
 
 import os
-import subprocess
-import tempfile
 
 import pytest
 
-from helpers import BIN, REPO, TRAIN_FLAGS, free_port, records
+from helpers import TRAIN_FLAGS, records, run_workers
 
 TIMEOUT = 240  # seconds for both workers; they are killed past it
 
@@ -35,57 +33,6 @@ def backward(ctx, grad_state, grad_probe):
 
 sg.TrainSynthesizer.backward = staticmethod(backward)
 """
-
-
-def run_two_workers(args, fault_dir, timeout=TIMEOUT):
-    """fairseq-train as ranks 0 and 1 (gloo, one CPU thread each), rank 1 with ``fault_dir``
-    first on its PYTHONPATH; returns [(returncode, log)], killing both past ``timeout``."""
-    port = free_port()
-    base = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    envs = [base, dict(base, PYTHONPATH=os.pathsep.join(filter(None, [str(fault_dir), base.get("PYTHONPATH")])))]
-    logs = [tempfile.TemporaryFile("w+") for _ in envs]
-    procs = [
-        subprocess.Popen(
-            [
-                str(BIN / "fairseq-train"),
-                *map(str, args),
-                "--distributed-world-size",
-                "2",
-                "--distributed-rank",
-                str(rank),
-                "--distributed-no-spawn",
-                "--distributed-init-method",
-                f"tcp://127.0.0.1:{port}",
-                "--device-id",
-                "0",
-                "--distributed-backend",
-                "gloo",
-                "--ddp-backend",
-                "legacy_ddp",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for rank, (env, log) in enumerate(zip(envs, logs))
-    ]
-    try:
-        codes = [p.wait(timeout=timeout) for p in procs]
-    except subprocess.TimeoutExpired:
-        codes = [None, None]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    outs = []
-    for code, log in zip(codes, logs):
-        log.seek(0)
-        outs.append((code, log.read()))
-        log.close()
-    return outs
 
 
 @pytest.mark.slow  # about 20 s: two fairseq-train processes start
@@ -116,7 +63,11 @@ def test_a_worker_whose_start_gradient_overflows_does_not_stall_the_others(sampl
         "--save-dir",
         tmp_path / "ck",
     ]
-    (code0, log0), (code1, log1) = run_two_workers(args, fault)
+    # rank 1 alone finds the fault first on its PYTHONPATH
+    path = os.pathsep.join(filter(None, [str(fault), os.environ.get("PYTHONPATH")]))
+    (code0, log0), (code1, log1) = run_workers(
+        2, *args, check=False, timeout=TIMEOUT, rank_env=lambda rank: {"PYTHONPATH": path} if rank == 1 else {}
+    )
     assert code0 is not None and code1 is not None, f"the workers stalled past {TIMEOUT} s:\n{log0[-3000:]}"
     assert code0 == 0 and code1 == 0, f"{log0[-3000:]}\n----\n{log1[-3000:]}"
     assert "collective mismatch" not in log0 + log1
