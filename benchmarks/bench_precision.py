@@ -45,7 +45,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "examples", "paper"))
-from bench_throughput import BIN, REPO, SAMPLE, ORIGINAL_WORDS_PER_SECOND, SMALL, binarize, env, run_together  # noqa: E402
+from bench_throughput import BIN, REPO, SAMPLE, ORIGINAL_WORDS_PER_SECOND, SMALL_RUN, binarize, env, run_together  # noqa: E402
 import recipes  # noqa: E402
 
 PTB_TRAIN_TOKENS, PTB_EPOCHS = 929_589, 320
@@ -160,13 +160,7 @@ def paper(data, updates):
 
 def small(data, updates):
     base = [
-        "--user-dir",
-        os.path.join(REPO, "altsg_fairseq"),
-        "--task",
-        "alternating_lm",
-        "--criterion",
-        "synthetic_gradient_lm",
-        *SMALL,
+        *SMALL_RUN,
         "--batch-size",
         "20",
         "--seed",
@@ -191,13 +185,7 @@ def small(data, updates):
 
 def quality(data, seeds, epochs):
     base = [
-        "--user-dir",
-        os.path.join(REPO, "altsg_fairseq"),
-        "--task",
-        "alternating_lm",
-        "--criterion",
-        "synthetic_gradient_lm",
-        *SMALL,
+        *SMALL_RUN,
         "--batch-size",
         "20",
         "--batch-size-valid",

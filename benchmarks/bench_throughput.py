@@ -60,6 +60,18 @@ SMALL = [
 ]
 
 
+# the plugin's task and criterion with the small configuration (every fairseq-train of the benchmarks)
+SMALL_RUN = [
+    "--user-dir",
+    os.path.join(REPO, "altsg_fairseq"),
+    "--task",
+    "alternating_lm",
+    "--criterion",
+    "synthetic_gradient_lm",
+    *SMALL,
+]
+
+
 def env():
     return dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", **ONE_THREAD)
 
@@ -105,13 +117,7 @@ def fairseq_train(data: str, updates: int, batch: int = 20, workers: int = 1, po
     command = [
         os.path.join(BIN, "fairseq-train"),
         data,
-        "--user-dir",
-        os.path.join(REPO, "altsg_fairseq"),
-        "--task",
-        "alternating_lm",
-        "--criterion",
-        "synthetic_gradient_lm",
-        *SMALL,
+        *SMALL_RUN,
         "--batch-size",
         str(batch),
         "--max-update",

@@ -15,6 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "sample_corpus"
 BIN = Path(sys.executable).parent
 USER_DIR = REPO / "altsg_fairseq"
+# the plugin and its task, as fairseq-eval-lm and fairseq-interactive take them
+PLUGIN = ["--user-dir", USER_DIR, "--task", "alternating_lm"]
 
 TRAIN_FLAGS = [
     "--user-dir",

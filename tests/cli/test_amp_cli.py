@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from helpers import REPO, SAMPLE, TRAIN_FLAGS, per_update, records, run_cli
+from helpers import PLUGIN, REPO, SAMPLE, TRAIN_FLAGS, per_update, records, run_cli
 
 FLAGS = [
     *TRAIN_FLAGS,
@@ -101,10 +101,7 @@ def test_evaluation_and_generation_in_bfloat16(bf16_runs, sample_bin):
     proc = run_cli(
         "fairseq-interactive",
         sample_bin,
-        "--user-dir",
-        REPO / "altsg_fairseq",
-        "--task",
-        "alternating_lm",
+        *PLUGIN,
         "--path",
         checkpoint,
         "--cpu",

@@ -2,7 +2,7 @@
 
 import torch
 
-from helpers import REPO, run_cli
+from helpers import PLUGIN, REPO, run_cli
 
 
 def test_fairseq_interactive_and_the_hub_sample_from_a_trained_model(trained, sample_bin):
@@ -10,10 +10,7 @@ def test_fairseq_interactive_and_the_hub_sample_from_a_trained_model(trained, sa
     proc = run_cli(
         "fairseq-interactive",
         sample_bin,
-        "--user-dir",
-        REPO / "altsg_fairseq",
-        "--task",
-        "alternating_lm",
+        *PLUGIN,
         "--path",
         save / "checkpoint_last.pt",
         "--cpu",
@@ -52,10 +49,7 @@ def test_sampling_at_a_low_temperature(trained, sample_bin):
     proc = run_cli(
         "fairseq-interactive",
         sample_bin,
-        "--user-dir",
-        REPO / "altsg_fairseq",
-        "--task",
-        "alternating_lm",
+        *PLUGIN,
         "--path",
         save / "checkpoint_last.pt",
         "--cpu",
