@@ -1,5 +1,7 @@
 """What several test files share: the repository's paths, the fairseq CLIs of this
-venv, and one way to build a task, model and criterion from fairseq-train flags."""
+venv, one way to build a task, model and criterion from fairseq-train flags, and
+the original code's two-backward synthetic-gradient update that the single-backward
+one is checked against (original_two_backward)."""
 
 import json
 import os
@@ -273,3 +275,49 @@ def run_workers(n: int, *args, check=True, timeout=600, threads=1, rank_env=None
     if check and any(code != 0 for code, _ in outs):
         raise AssertionError("fairseq-train workers failed:\n" + "\n----\n".join(out[-4000:] for _, out in outs))
     return outs
+
+
+def grads(*modules) -> dict:
+    """Each parameter's gradient, cloned, named ``<i>.<name>`` (i: the module's place among ``modules``);
+    parameters without a gradient are left out."""
+    return {
+        f"{i}.{n}": p.grad.clone() for i, m in enumerate(modules) for n, p in m.named_parameters() if p.grad is not None
+    }
+
+
+def zero_grads(*modules) -> None:
+    """Drop every parameter's gradient (``None``, as after ``zero_grad(set_to_none=True)``)."""
+    for m in modules:
+        for p in m.parameters():
+            p.grad = None
+
+
+def original_two_backward(synthesizer, start, forward, synthetic: bool, textbook: bool = False, scale=0.1):
+    """The original code's (alternate_sg) update, the reference the single-backward update is checked
+    against (docs/method.md#the-single-backward-update), written out independently of the plugin.
+
+    The synthesizer predicts S(s_0) for the window's start state ``start`` (carried, no gradient into the
+    previous window) and is trained by a hook on s_0 that fires on every backward pass through it, each
+    firing sending 2 (S(s_0) - g) into the prediction, g being the gradient at s_0 of that pass.
+    ``forward(s_0)`` runs the model over the window from s_0 and returns (the per-token mean loss, the
+    end state s_T). In a real phase (``synthetic`` false) the loss has one backward pass. In a synthetic
+    phase the injection ``scale`` x S(s_T) (without gradient) at s_T is its own backward pass, before the
+    loss's, so the hook fires twice; with ``textbook`` (``--sg-target dni``) the injection is part of
+    the loss's one backward pass instead, and the hook fires once. Leaves the gradients in the
+    parameters of the model and of the synthesizer."""
+    import torch
+
+    s0 = start.detach()
+    g0 = synthesizer(s0)
+    s0w = s0.clone().requires_grad_()
+    s0w.register_hook(lambda g: torch.autograd.backward(g0, 2 * (g0 - g), retain_graph=True))
+    loss, sT = forward(s0w)
+    if not synthetic:
+        loss.backward()
+        return
+    gT = synthesizer(sT.detach()).detach()
+    if textbook:
+        (loss + (scale * gT * sT).sum()).backward()
+    else:
+        sT.backward(scale * gT, retain_graph=True)
+        loss.backward()

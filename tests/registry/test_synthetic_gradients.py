@@ -1,6 +1,6 @@
 """The single-backward meeting of synthetic and real gradients against the
 original code's procedure (docs/method.md#the-single-backward-update),
-written out independently here."""
+written out independently in helpers.original_two_backward."""
 
 import copy
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from fairseq.optim import build_optimizer
 
-from helpers import build_from_flags, window_sample
+from helpers import build_from_flags, grads, original_two_backward, window_sample, zero_grads
 
 V, B, T = 40, 3, 9
 
@@ -37,16 +37,6 @@ def build(tmp_path, *flags):
     return task, model.double().train(), criterion
 
 
-def grads(module):
-    return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
-
-
-def zero(*modules):
-    for m in modules:
-        for p in m.parameters():
-            p.grad = None
-
-
 def own_packing(per_layer, base):
     """The flat state packed independently of the decoder, from per-layer tensors:
     a QRNN layer's cell (not its previous input); an LSTM's h and c; a GRU's h."""
@@ -54,37 +44,22 @@ def own_packing(per_layer, base):
     return torch.cat([t for p in parts for t in p], 1)
 
 
-def original_forward(model, synth, s, base, alpha=2.0, beta=1.0):
-    """The original code's forward: S(s_0) trained by a hook at s_0 that fires on every
-    backward pass (the DNI updater). Returns (mean loss, end state s_T)."""
-    s0 = own_packing(model.decoder.carried_state_dict("train"), base).detach()
+def original_model_window(model, synth, s, base, synthetic: bool, textbook: bool, alpha=2.0, beta=1.0):
+    """The original code's update of one window through the registered model, its start and end
+    states packed independently of the decoder, its loss the cross-entropy with AR and TAR."""
+    s0 = own_packing(model.decoder.carried_state_dict("train"), base)
     torch.testing.assert_close(s0, model.decoder.start_state("train", False, B), rtol=0, atol=0)
-    g0 = synth(s0)
-    s0w = s0.clone().requires_grad_()
-    s0w.register_hook(lambda g: torch.autograd.backward(g0, 2 * (g0 - g), retain_graph=True))
-    logits, extra = model(s["net_input"]["src_tokens"], stream="train", state=s0w)
-    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, V), s["target"].reshape(-1))
-    raw, dropped = extra["raw_last"], extra["dropped_last"]
-    loss = ce + alpha * dropped.pow(2).mean() + beta * (raw[1:] - raw[:-1]).pow(2).mean()
-    sT = own_packing([list(layer) for layer in extra["final_state"]], base)
-    torch.testing.assert_close(sT, model.decoder.flatten_state(extra["final_state"]), rtol=0, atol=0)
-    return loss, sT
 
+    def forward(start):
+        logits, extra = model(s["net_input"]["src_tokens"], stream="train", state=start)
+        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, V), s["target"].reshape(-1))
+        raw, dropped = extra["raw_last"], extra["dropped_last"]
+        loss = ce + alpha * dropped.pow(2).mean() + beta * (raw[1:] - raw[:-1]).pow(2).mean()
+        sT = own_packing([list(layer) for layer in extra["final_state"]], base)
+        torch.testing.assert_close(sT, model.decoder.flatten_state(extra["final_state"]), rtol=0, atol=0)
+        return loss, sT
 
-def original_procedure(model, synth, s, base, synthetic: bool, scale=0.1):
-    """The original code: the injection as its own backward pass, then the loss's."""
-    loss, sT = original_forward(model, synth, s, base)
-    if synthetic:
-        gT = synth(sT.detach()).detach()
-        sT.backward(scale * gT, retain_graph=True)
-    loss.backward()
-
-
-def original_dni(model, synth, s, base, scale=0.1):
-    """One backward of loss + injection, the hook firing once: 2 * (g_hat - g_total)."""
-    loss, sT = original_forward(model, synth, s, base)
-    gT = synth(sT.detach()).detach()
-    (loss + (scale * gT * sT).sum()).backward()
+    original_two_backward(synth, s0, forward, synthetic, textbook)
 
 
 BASES = [
@@ -108,7 +83,7 @@ def test_single_backward_equals_the_original_code(tmp_path, base, core, syntheti
     # a first window gives a non-zero carried state and synthesizer state
     loss, _, _ = criterion(model, window_sample(tokens[:, : T + 1], True))
     loss.backward()
-    zero(model, synth)
+    zero_grads(model, synth)
     carried, synth_state = model.decoder.carried_state_dict("train"), copy.deepcopy(synth.state)
 
     torch.manual_seed(1)
@@ -120,14 +95,12 @@ def test_single_backward_equals_the_original_code(tmp_path, base, core, syntheti
     synth_grads = grads(synth)
     assert log["sg_on"] == int(synthetic) and log["sg_loss"] > 0
 
-    zero(model, synth)
+    zero_grads(model, synth)
     model.decoder.load_carried_state_dict("train", carried)
     synth.state = synth_state
     torch.manual_seed(1)
-    if target == "paper" or not synthetic:
-        original_procedure(model, synth, s, base, synthetic)
-    else:  # the textbook update: the hook sees the whole gradient once
-        original_dni(model, synth, s, base)
+    # the textbook update (--sg-target dni): the hook sees the whole gradient once
+    original_model_window(model, synth, s, base, synthetic, textbook=target == "dni")
     for name, g in grads(model).items():
         torch.testing.assert_close(model_grads[name], g, rtol=1e-6, atol=1e-9, msg=name)
     assert synth_grads.keys() == grads(synth).keys()
@@ -183,7 +156,7 @@ def test_non_finite_synthetic_gradient_never_reaches_the_model(tmp_path):
     task.dni.synthetic = True
     torch.manual_seed(3)
     criterion(model, window_sample(tokens[:, : T + 1], True))[0].backward()
-    zero(model, synthesizer)
+    zero_grads(model, synthesizer)
     with torch.no_grad():
         synthesizer.output_map.bias.fill_(float("nan"))  # force every prediction to NaN
     loss, _, _ = criterion(model, window_sample(tokens[:, T:], False))

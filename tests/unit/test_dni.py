@@ -1,7 +1,7 @@
 """The DNI wing in plain PyTorch: BackwardInterface against the original code's
 two-backward procedure (docs/method.md#the-single-backward-update, written
-out independently here), its statistics against hand-computed values, its
-optimiser step, its checkpoint state."""
+out independently in helpers.original_two_backward), its statistics against
+hand-computed values, its optimiser step, its checkpoint state."""
 
 import copy
 
@@ -13,6 +13,7 @@ from torch import nn
 from altsg_fairseq.modules.denormals import denormals_flushed, flushing_denormals
 from altsg_fairseq.dni import BackwardInterface, Synthesizer, SynthesizerMismatch
 from altsg_fairseq.modules import RecurrentStack
+from helpers import grads, original_two_backward, zero_grads
 
 V, E, H, B, T = 17, 5, 6, 3, 7
 
@@ -41,38 +42,14 @@ def setup(cell, core, seed=0, **interface_args):
     return lm, interface, tokens[:, T : 2 * T], tokens[:, T + 1 :], first
 
 
-def grads(*modules):
-    return {
-        f"{i}.{n}": p.grad.clone() for i, m in enumerate(modules) for n, p in m.named_parameters() if p.grad is not None
-    }
+def original_window(lm, synth, inputs, target, first, synthetic, textbook):
+    """The original code's update of one window of the toy model, from its carried state ``first``."""
 
+    def forward(start):
+        logits, final = lm(inputs, start, first)
+        return F.cross_entropy(logits.reshape(-1, V), target.reshape(-1)), lm.stack.pack(final)
 
-def zero(*modules):
-    for m in modules:
-        for p in m.parameters():
-            p.grad = None
-
-
-def original_window(lm, synth, inputs, target, first, synthetic, textbook, scale=0.1):
-    """The original code: S(s_0) trained by a hook at s_0 that fires on every backward pass;
-    in synthetic phases the injection is its own, earlier backward pass (or, for
-    the textbook update, part of the loss's one backward)."""
-    s0 = lm.stack.pack(first).detach()
-    g0 = synth(s0)
-    s0w = s0.clone().requires_grad_()
-    s0w.register_hook(lambda g: torch.autograd.backward(g0, 2 * (g0 - g), retain_graph=True))
-    logits, final = lm(inputs, s0w, first)
-    loss = F.cross_entropy(logits.reshape(-1, V), target.reshape(-1))
-    sT = lm.stack.pack(final)
-    if not synthetic:
-        loss.backward()
-        return
-    gT = synth(sT.detach()).detach()
-    if textbook:
-        (loss + (scale * gT * sT).sum()).backward()
-    else:
-        sT.backward(scale * gT, retain_graph=True)
-        loss.backward()
+    original_two_backward(synth, lm.stack.pack(first), forward, synthetic, textbook)
 
 
 CASES = [
@@ -106,7 +83,7 @@ def test_one_backward_equals_the_original_two(cell, core, synthetic, target):
         and stats["sg_elements"] == B * lm.stack.pack(first).size(1)
     )
 
-    zero(lm, synth)
+    zero_grads(lm, synth)
     synth.state = synth_state
     torch.manual_seed(1)
     original_window(lm, synth, inputs, target_tokens, first, synthetic, textbook=target == "dni")
@@ -142,7 +119,7 @@ def test_statistics_and_the_synthesizers_gradient_by_hand():
         # the output map's bias gets the sum over elements of the output gradient 2 (k g_hat - g_true)
         expected = float((2 * (k * g_hat - g_true)).sum())
         assert float(synthesizer.output_map.bias.grad) == pytest.approx(expected, rel=1e-10)
-        zero(synthesizer)
+        zero_grads(synthesizer)
     assert interface.pop_stats() == {}
 
 
@@ -286,7 +263,7 @@ def test_workers_together_equal_one_worker_holding_all_rows(core):
             torch.testing.assert_close(g, grad_or_zeros(p), rtol=1e-10, atol=1e-12)
         for a, b in zip(one.synthesizer.recurrent_state(), workers[1].synthesizer.recurrent_state()):
             torch.testing.assert_close(a, b)  # every worker holds the one worker's recurrent state
-        zero(one.synthesizer, *(w.synthesizer for w in workers))
+        zero_grads(one.synthesizer, *(w.synthesizer for w in workers))
 
 
 class Oracle(torch.nn.Module):
