@@ -16,7 +16,10 @@ favours neither side):
 - the two side by side, one per core (the plain loop runs for as long as
   fairseq-train does, then stops): words/s of each, "two jobs";
 - one worker (batch 20) and two gloo workers (batch 10 each, the same global
-  rows), one thread each: words/s of the job.
+  rows), one thread each: words/s of the job, and where each update's time
+  goes (benchmarks/update_breakdown.py: forward+backward, the wait for the
+  slower worker, the gradient all-reduce, what every worker repeats, the
+  rest), per worker.
 
 words/s is the median of fairseq's logged wps over the updates after the
 first 25 (plain_lm.py: after its warm-up). It prints each round and the
@@ -113,9 +116,14 @@ def binarize(text: str, dest: str) -> None:
     )
 
 
-def fairseq_train(data: str, updates: int, batch: int = 20, workers: int = 1, port: int = 29600) -> list:
+def fairseq_train(
+    data: str, updates: int, batch: int = 20, workers: int = 1, port: int = 29600, breakdown: bool = False
+) -> list:
+    """fairseq-train's command line(s) of the small configuration; with ``breakdown``, through
+    update_breakdown.py (the same run, with its update's parts timed)."""
+    program = [sys.executable, os.path.join(REPO, "benchmarks", "update_breakdown.py")]
     command = [
-        os.path.join(BIN, "fairseq-train"),
+        *(program if breakdown else [os.path.join(BIN, "fairseq-train")]),
         data,
         *SMALL_RUN,
         "--batch-size",
@@ -227,6 +235,14 @@ def words_per_second(output: str) -> dict:
     return json.loads(output.strip().splitlines()[-1])
 
 
+def update_breakdown(output: str) -> dict:
+    """update_breakdown.py's ms per update, from a run's output."""
+    for line in reversed(output.splitlines()):
+        if line.startswith('{"update_breakdown"'):
+            return json.loads(line)["update_breakdown"]
+    sys.exit("bench_throughput.py: error: a run printed no update breakdown")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--text", default=SAMPLE, help="folder of train.txt and valid.txt (default: the sample corpus)")
@@ -234,6 +250,7 @@ def main():
     parser.add_argument("--updates", type=int, default=150, help="timed updates of every run (after 25 more)")
     args = parser.parse_args()
     rows = []
+    parts = {"1 worker": [], "2 workers": []}  # per round, per rank: update_breakdown.py's ms per update
     with tempfile.TemporaryDirectory() as data:
         binarize(args.text, data)
         matmul_share = words_per_second(run_together(plain_loop(args.text, 30, profile=True))[0])["matmul_share"]
@@ -254,11 +271,18 @@ def main():
             row["plain two jobs"] = words_per_second(plain_out)["words_per_second"]
             for workers in [1, 2] if r % 2 == 0 else [2, 1]:
                 outs = run_together(
-                    fairseq_train(data, args.updates, batch=20 // workers, workers=workers, port=29600 + r)
+                    fairseq_train(
+                        data, args.updates, batch=20 // workers, workers=workers, port=29600 + r, breakdown=True
+                    )
                 )
-                row[f"{workers} worker{'s' if workers > 1 else ''}"] = words_per_second(outs[0])["words_per_second"]
+                name = f"{workers} worker{'s' if workers > 1 else ''}"
+                row[name] = words_per_second(outs[0])["words_per_second"]
+                parts[name].append([update_breakdown(out) for out in outs])
             rows.append(row)
             print(f"round {r + 1}: " + ", ".join(f"{k} {v:,.0f}" for k, v in row.items()), flush=True)
+            for name in ("1 worker", "2 workers"):
+                for rank, ms in enumerate(parts[name][-1]):
+                    print(f"  {name}, rank {rank}, ms per update: " + ", ".join(f"{k} {v:.1f}" for k, v in ms.items()))
     median = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
     ratios = {
         "fairseq / plain, quiet": [row["fairseq quiet"] / row["plain quiet"] for row in rows],
@@ -274,6 +298,17 @@ def main():
     print("ratios (per round; median):")
     for key, values in ratios.items():
         print(f"  {key:34} {', '.join(f'{v:.2f}' for v in values)}; {statistics.median(values):.2f}")
+    print("where an update's time goes, ms (medians of the rounds, rank 0):")
+    for name in parts:
+        keys = parts[name][0][0]
+        print(f"  {name:9} " + ", ".join(f"{k} {statistics.median(p[0][k] for p in parts[name]):.1f}" for k in keys))
+    one = statistics.median(p[0]["update"] for p in parts["1 worker"])
+    two = {k: statistics.median(p[0][k] for p in parts["2 workers"]) for k in parts["2 workers"][0][0]}
+    floor = two["update"] - two["gradient all-reduce"] - two["wait+stats sync"]
+    print(
+        f"  2 workers without the all-reduce and the wait: {floor:.1f} ms an update, "
+        f"at most {one / floor:.2f}x one worker's {one:.1f} ms"
+    )
     framework = 1 - median["fairseq quiet"] / median["plain quiet"]  # 1 - plain step / fairseq step
     print(
         f"the plain loop's step: {matmul_share:.0%} in matrix products; fairseq-train's step: "
