@@ -37,6 +37,18 @@ def all_reduce_sum(tensor: torch.Tensor) -> None:
         torch.distributed.all_reduce(tensor, group=distributed_utils.get_data_parallel_group())
 
 
+def all_reduce_max(value: int) -> int:
+    """The largest of every worker's ``value`` (``value`` itself with one worker); a collective."""
+    if world_size() == 1:
+        return value
+    group = distributed_utils.get_data_parallel_group()
+    # NCCL reduces only GPU tensors
+    device = "cuda" if torch.distributed.get_backend(group) == "nccl" else "cpu"
+    tensor = torch.tensor([value], dtype=torch.int64, device=device)
+    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX, group=group)
+    return int(tensor.item())
+
+
 def is_first_worker() -> bool:
     """Whether this process is the first worker (the one that writes shared files)."""
     return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0

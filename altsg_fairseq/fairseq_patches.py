@@ -1,44 +1,25 @@
 """Every fairseq function the plugin replaces: what it adds, why fairseq needs it.
 
-Importing the plugin (``--user-dir altsg_fairseq``) calls ``install()``. Each
-replacement calls fairseq's own function (kept as ``Patch.original``) and adds
-one thing; ``tests/unit/test_fairseq_patches.py`` checks that each function
+Importing the plugin (``--user-dir altsg_fairseq``) calls ``install()``, which
+puts ``PATCHES`` in place. ``RUN_PATCHES`` replace functions of fairseq-train's
+own module, which only fairseq-train imports (importing it sets up logging for
+the whole process): they are in place only while a fairseq-train run of the
+plugin's task runs (``training_run.for_training_run()``; listed there, beside
+the run they serve, and named here). Each
+replacement calls fairseq's own function (``Patch.original``) and adds one
+thing; ``tests/registry/test_fairseq_patches.py`` checks that each function
 still exists in fairseq with the parameters the replacement passes on, so that
 a fairseq upgrade that renames or reshapes one fails loudly, not late. fairseq
-offers no hook for any of these (its ``Trainer`` and ``checkpoint_utils``
-call module-level functions directly).
+offers no hook for any of these (its ``Trainer``, ``checkpoint_utils`` and
+``fairseq_cli.train`` call module-level functions directly).
 """
-
-import inspect
-from typing import Any, NamedTuple, Tuple
 
 from fairseq import checkpoint_utils
 from fairseq.distributed import utils as distributed_utils
 from fairseq.file_io import PathManager
 
-from . import checkpoint_io, distributed
-
-
-class Patch(NamedTuple):
-    owner: Any  # the fairseq module or class that holds the function
-    name: str
-    replacement: Any
-    parameters: Tuple[str, ...]  # fairseq's parameters, as the replacement calls it
-    why: str
-
-    @property
-    def original(self):
-        """fairseq's own function (the one the replacement calls)."""
-        if self.installed():
-            return ORIGINALS[(id(self.owner), self.name)]
-        value = inspect.getattr_static(self.owner, self.name)
-        return value.__func__ if isinstance(value, staticmethod) else value
-
-    def installed(self) -> bool:
-        current = inspect.getattr_static(self.owner, self.name)
-        current = current.__func__ if isinstance(current, staticmethod) else current
-        return current is self.replacement
-
+from . import checkpoint_io, distributed, training_run
+from .patching import Patch
 
 PATCHES = (
     Patch(
@@ -101,16 +82,21 @@ PATCHES = (
         "torchrun on machines without GPUs (one gloo worker per process), and --bf16/--tpu without torch_xla "
         "refused before fairseq spawns XLA processes",
     ),
+    Patch(
+        distributed_utils,
+        "call_main",
+        training_run.call_main,
+        ("cfg", "main", "kwargs"),
+        "fairseq-train with the plugin's task runs each worker's main inside a TrainingRun: stop signals noted "
+        "and agreed on, a peer that stopped reported in one line",
+    ),
 )
 
-ORIGINALS = {}
+# in place only while a fairseq-train run of the plugin's task runs (training_run.for_training_run)
+RUN_PATCHES = training_run.RUN_PATCHES
 
 
 def install() -> None:
-    """Put every replacement in place (once; a second call changes nothing)."""
+    """Put every replacement of ``PATCHES`` in place (once; a second call changes nothing)."""
     for patch in PATCHES:
-        if patch.installed():
-            continue
-        ORIGINALS[(id(patch.owner), patch.name)] = patch.original
-        value = staticmethod(patch.replacement) if inspect.isclass(patch.owner) else patch.replacement
-        setattr(patch.owner, patch.name, value)
+        patch.put()

@@ -223,30 +223,37 @@ def run_workers(n: int, *args, check=True, timeout=600, threads=1, rank_env=None
     variables of its own; returns each rank's (returncode, stdout + stderr). Past
     ``timeout`` seconds every worker is killed and its returncode is None (a hang
     fails the test: with ``check``, at once)."""
+    return finish_workers(*start_workers(n, *args, threads=threads, rank_env=rank_env), check=check, timeout=timeout)
+
+
+def start_workers(n: int, *args, threads=1, rank_env=None, distributed=True):
+    """Start ``run_workers``'s processes and return at once: (processes, their log files).
+    With ``distributed=False`` (and n == 1): one plain fairseq-train process."""
     import tempfile
 
     port = free_port()
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
     envs = [dict(env, **(rank_env(rank) if rank_env else {})) for rank in range(n)]
-    logs = [tempfile.TemporaryFile("w+") for _ in range(n)]  # pipes would fill up and stall the workers
+    logs = [tempfile.NamedTemporaryFile("w+") for _ in range(n)]  # pipes would fill up and stall the workers
+    launch = [
+        "--distributed-world-size",
+        str(n),
+        "--distributed-no-spawn",
+        "--distributed-init-method",
+        f"tcp://127.0.0.1:{port}",
+        "--device-id",
+        "0",
+        "--distributed-backend",
+        "gloo",
+        "--ddp-backend",
+        "legacy_ddp",
+    ]
     procs = [
         subprocess.Popen(
             [
                 str(BIN / "fairseq-train"),
                 *map(str, args),
-                "--distributed-world-size",
-                str(n),
-                "--distributed-rank",
-                str(rank),
-                "--distributed-no-spawn",
-                "--distributed-init-method",
-                f"tcp://127.0.0.1:{port}",
-                "--device-id",
-                "0",
-                "--distributed-backend",
-                "gloo",
-                "--ddp-backend",
-                "legacy_ddp",
+                *([*launch, "--distributed-rank", str(rank)] if distributed else []),
             ],
             cwd=REPO,
             env=envs[rank],
@@ -256,6 +263,28 @@ def run_workers(n: int, *args, check=True, timeout=600, threads=1, rank_env=None
         )
         for rank, log in enumerate(logs)
     ]
+    return procs, logs
+
+
+def wait_for_update(procs, log, update: int, timeout=300) -> None:
+    """Wait until ``log`` (a worker's log file) shows a train_inner record of ``update`` or later;
+    AssertionError when a process ends first or ``timeout`` seconds pass."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(log.name, encoding="utf-8", errors="replace") as f:
+            if any(int(r["num_updates"]) >= update for r in records(f.read(), "train_inner")):
+                return
+        if any(p.poll() is not None for p in procs):
+            raise AssertionError(f"fairseq-train ended before update {update}")
+        time.sleep(0.1)
+    raise AssertionError(f"no update {update} within {timeout} s")
+
+
+def finish_workers(procs, logs, check=True, timeout=600):
+    """Wait for ``start_workers``'s processes: each one's (returncode, output), as ``run_workers``."""
+    n = len(procs)
     try:
         codes = [p.wait(timeout=timeout) for p in procs]
     except subprocess.TimeoutExpired:

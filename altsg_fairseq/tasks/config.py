@@ -98,6 +98,17 @@ class AlternatingLMConfig(FairseqDataclass):
             "help": "mix the cache in as soon as it holds one word; alternate_sg's pointer.py waits until it holds --cache-window words"
         },
     )
+    stop_signals: str = field(
+        default="SIGTERM,SIGUSR1",
+        metadata={
+            "help": "signals (comma-separated) on which fairseq-train saves a resumable checkpoint at the next update and "
+            "exits with status 75; 'none' leaves signals alone"
+        },
+    )
+    requeue: bool = field(
+        default=False,
+        metadata={"help": "after such a stop, the first worker runs scontrol requeue $SLURM_JOB_ID (Slurm)"},
+    )
     seed: int = II("common.seed")
     lr: List[float] = II("optimization.lr")
     clip_norm: float = II("optimization.clip_norm")

@@ -8,12 +8,13 @@ import pytest
 
 import altsg_fairseq  # noqa: F401  (installs the patches)
 from altsg_fairseq import fairseq_patches
-from altsg_fairseq.fairseq_patches import PATCHES
+from altsg_fairseq.fairseq_patches import PATCHES, RUN_PATCHES
 
 
-@pytest.mark.parametrize("patch", PATCHES, ids=[p.name for p in PATCHES])
+@pytest.mark.parametrize("patch", PATCHES + RUN_PATCHES, ids=[p.name for p in PATCHES + RUN_PATCHES])
 def test_fairseqs_function_has_the_parameters_the_replacement_expects(patch):
-    assert patch.installed(), f"{patch.name} is not replaced"
+    # PATCHES are in place from the import on; RUN_PATCHES only while a fairseq-train run runs
+    assert patch.installed() == (patch in PATCHES), f"{patch.name}: in place {patch.installed()}"
     assert tuple(inspect.signature(patch.original).parameters) == patch.parameters
     assert patch.original is not patch.replacement
     # the replacement takes the same parameters (or names the first ones and passes the rest on),
@@ -25,6 +26,15 @@ def test_fairseqs_function_has_the_parameters_the_replacement_expects(patch):
     full = tuple(p.name for p in params)
     assert full == patch.parameters or (forwards and patch.parameters[: len(named)] == named)
     assert patch.why
+
+
+def test_run_patches_are_in_place_only_during_a_run():
+    from altsg_fairseq import training_run
+
+    with training_run.for_training_run():
+        assert all(p.installed() for p in RUN_PATCHES)
+        assert all(p.original is not p.replacement for p in RUN_PATCHES)
+    assert not any(p.installed() for p in RUN_PATCHES)
 
 
 def test_installing_again_changes_nothing():
