@@ -1,7 +1,9 @@
 """``nt_asgd``: AWD-LSTM's non-monotonically triggered averaged SGD (Merity et al., 2017, section 3).
 
-Plain SGD (weight decay as an L2 term, no momentum) until a validation loss
-is worse than the best of all validations but the last ``--nonmono``; from
+Plain SGD (weight decay as an L2 term, no momentum) until an end-of-epoch
+validation loss is worse than the best of all such validations but the last
+``--nonmono`` (awd-lstm-lm validates once an epoch: validations in the
+middle of one, e.g. with ``--save-interval-updates``, are not counted); from
 then on averaged SGD: SGD steps, and the average of the iterates kept beside
 the weights. It is torch.optim.ASGD with t0 = 0 and lambd = 0, as
 awd-lstm-lm switches to it, quirks included: each step's size is the lr of
@@ -90,9 +92,10 @@ class NTASGD(Optimizer):
             state["ax"].copy_(p)
         state["eta"], state["mu"] = stored(lr), stored(1.0 / max(1, state["step"]))
 
-    def observe(self, loss: float) -> bool:
+    def observe(self, loss: float, epoch: Optional[int] = None) -> bool:
         """Take a validation loss of the iterates; switch to averaging when it is worse than the
-        best but the last ``nonmono`` ones. Returns whether it switched now."""
+        best but the last ``nonmono`` ones. Returns whether it switched now. awd-lstm-lm validates
+        once an epoch: the task hands it the end-of-epoch validations only (``epoch``: which one)."""
         group = self.param_groups[0]
         if group["averaging"]:
             return False
@@ -101,8 +104,9 @@ class NTASGD(Optimizer):
         history.append(float(loss))
         if switch:
             group["averaging"] = True
+            which = f"validation {len(history)}" + ("" if epoch is None else f" (end of epoch {epoch})")
             logger.info(
-                f"validation {len(history)}: {loss:.4f} is worse than {min(history[: -1 - nonmono]):.4f}, the best "
+                f"{which}: {loss:.4f} is worse than {min(history[: -1 - nonmono]):.4f}, the best "
                 f"before the last {nonmono}: averaged SGD from now on"
             )
         return switch
@@ -178,7 +182,7 @@ class NTASGDConfig(FairseqDataclass):
     nonmono: int = field(
         default=5,
         metadata={
-            "help": "switch to averaged SGD when a validation loss is worse than the best of all but the last N validations (awd-lstm-lm's --nonmono)"
+            "help": "switch to averaged SGD when an end-of-epoch validation loss is worse than the best of all but the last N of them (awd-lstm-lm's --nonmono; validations in the middle of an epoch, from --save-interval-updates or --validate-interval-updates, are not counted)"
         },
     )
     average_from_start: bool = field(

@@ -41,8 +41,8 @@ class AlternatingLMTask(ContiguousRowData, PromptGeneration, FairseqTask):
     With ``--use-sg`` the task holds the synthetic-gradient method
     (``self.dni``, a ``BackwardInterface``), sets its phase every epoch and
     steps it after the model's optimizer. With ``--optimizer nt_asgd`` it
-    hands that optimizer each validation loss and swaps the averaged weights
-    in for validation. Data: ``ContiguousRowData``; generation:
+    hands that optimizer each end-of-epoch validation loss and swaps the
+    averaged weights in for validation. Data: ``ContiguousRowData``; generation:
     ``PromptGeneration``.
     """
 
@@ -58,6 +58,7 @@ class AlternatingLMTask(ContiguousRowData, PromptGeneration, FairseqTask):
         self._warned_rows = set()
         self._averaging: Optional[nt_asgd.NTASGD] = None  # --optimizer nt_asgd, once the first update shows it
         self._validated = False
+        self._said_mid_epoch = False
         self.epoch = 1
         self._lr_scales = []
         self._epoch_logged = False
@@ -158,15 +159,28 @@ class AlternatingLMTask(ContiguousRowData, PromptGeneration, FairseqTask):
 
     def post_validate(self, model, stats, agg):
         """One row of ``curves.csv`` per epoch (first validation subset, first worker);
-        NT-ASGD's trigger sees the first subset's loss."""
+        NT-ASGD's trigger sees the first subset's loss at the end of an epoch."""
         if "nll_loss" not in agg:
             return
         if self._averaging is not None and not self._validated:
-            self._averaging.observe(agg["loss"].avg)
+            self._observe(agg["loss"].avg)
         self._validated = True
         train = metrics.get_meter("train", "nll_loss")
         train_bits = train.avg if train is not None and train.count else float("nan")
         self.curve.end_validation(train_bits, agg["nll_loss"].avg, metrics.get_smoothed_values("train"))
+
+    def _observe(self, loss: float) -> None:
+        """Hand NT-ASGD's trigger an end-of-epoch validation loss. awd-lstm-lm validates once an epoch and its
+        rule counts epochs: a validation in the middle of one (--save-interval-updates,
+        --validate-interval-updates, a --max-update mid-epoch) stays out of the history."""
+        if self.end_of_epoch():
+            self._averaging.observe(loss, epoch=self.epoch)
+        elif not self._said_mid_epoch and not self._averaging.averaging:
+            self._said_mid_epoch = True
+            logger.info(
+                "--optimizer nt_asgd: validations in the middle of an epoch are not counted by its switch to "
+                "averaged SGD, which sees the end-of-epoch validations only (as awd-lstm-lm's)"
+            )
 
     # ---- one update -------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ class ContiguousRowData:
     window of every row."""
 
     _warned_rows: set
+    _train_epochs = None  # the training split's epoch iterator (the latest fairseq asked for)
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
         """Load ``split`` as one token stream (lines in order, eos after each)."""
@@ -110,7 +111,16 @@ class ContiguousRowData:
             )
         training = dataset.name == self.cfg.train_subset
         flag = "--batch-size" if training else "--batch-size-valid"
-        return self._windows(dataset, max_sentences, training, num_shards, shard_id, epoch, flag=flag)
+        iterator = self._windows(dataset, max_sentences, training, num_shards, shard_id, epoch, flag=flag)
+        if training:
+            self._train_epochs = iterator
+        return iterator
+
+    def end_of_epoch(self) -> bool:
+        """Whether the training pass under way has served its last window (fairseq-train's own test
+        before its end-of-epoch validation and save); False before the first pass."""
+        epochs = self._train_epochs
+        return epochs is not None and getattr(epochs, "_cur_epoch_itr", None) is not None and epochs.end_of_epoch()
 
     def eval_lm_dataloader(
         self,
