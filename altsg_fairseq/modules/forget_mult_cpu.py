@@ -16,7 +16,10 @@ kernels release the GIL): numba's own parallel backend would start an
 OpenMP runtime that shares state with PyTorch's and resets its thread count
 (one-job-per-core training ran 3x slower), so PyTorch's and OpenMP's
 settings are never touched. The pool threads take the calling thread's
-denormal flushing for each call.
+denormal flushing for each call. The compiled kernels are cached on disk
+(``kernel_cache.cached``: numba's cache, which falls back to a private
+temporary folder, or to none, and recompiles over a broken cache file, with
+one warning, instead of failing).
 """
 
 import logging
@@ -31,6 +34,7 @@ from numba import types
 from numba.extending import intrinsic, overload
 
 from .denormals import flushing_denormals
+from .kernel_cache import cached
 
 _BLOCK = 1024  # columns per block (its running state stays in cache)
 _MIN_COLUMNS_PER_THREAD = 256  # below this, splitting the columns costs more than it saves
@@ -93,7 +97,8 @@ def _store_impl(out, j, value):
     return impl
 
 
-@numba.njit(cache=True, nogil=True)
+@cached
+@numba.njit(nogil=True)
 def forget_mult_forward(f, x, h0, c, lo, hi):
     """Columns [lo, hi) of c_t = f_t * x_t + (1 - f_t) * c_{t-1}.
 
@@ -112,7 +117,8 @@ def forget_mult_forward(f, x, h0, c, lo, hi):
                 c_t[j] = state[j]
 
 
-@numba.njit(cache=True, nogil=True)
+@cached
+@numba.njit(nogil=True)
 def forget_mult_backward(f, x, h0, c, grad_c, grad_f, grad_x, grad_h0, lo, hi):
     """Columns [lo, hi) of the gradients of sum(grad_c * c) with respect to f, x
     (written in their dtype, as grad_f, grad_x) and h0 (grad_h0). grad_c is
