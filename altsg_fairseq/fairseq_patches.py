@@ -4,8 +4,8 @@ Importing the plugin (``--user-dir altsg_fairseq``) calls ``install()``, which
 puts ``PATCHES`` in place. ``RUN_PATCHES`` replace functions of fairseq-train's
 own module, which only fairseq-train imports (importing it sets up logging for
 the whole process): they are in place only while a fairseq-train run of the
-plugin's task runs (``training_run.for_training_run()``; listed there, beside
-the run they serve, and named here). Each
+plugin's task, or a fairseq-eval-lm run, runs (``patching.in_place``; each
+list beside the run it serves, and named here). Each
 replacement calls fairseq's own function (``Patch.original``) and adds one
 thing; ``tests/registry/test_fairseq_patches.py`` checks that each function
 still exists in fairseq with the parameters the replacement passes on, so that
@@ -19,6 +19,7 @@ from fairseq.distributed import utils as distributed_utils
 from fairseq.file_io import PathManager
 
 from . import checkpoint_io, distributed, training_run
+from .tasks import evaluation
 from .patching import Patch
 
 PATCHES = (
@@ -92,8 +93,8 @@ PATCHES = (
     ),
 )
 
-# in place only while a fairseq-train run of the plugin's task runs (training_run.for_training_run)
-RUN_PATCHES = training_run.RUN_PATCHES
+# in place only while a fairseq-train or fairseq-eval-lm run of the plugin's task runs
+RUN_PATCHES = training_run.RUN_PATCHES + evaluation.RUN_PATCHES
 
 
 def install() -> None:

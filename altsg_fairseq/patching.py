@@ -6,6 +6,7 @@ module only holds the mechanics.
 
 import importlib
 import inspect
+from contextlib import contextmanager
 from typing import Any, NamedTuple, Tuple
 
 ORIGINALS = {}  # (id of the holder, name) -> fairseq's own function, while a replacement is in place
@@ -48,3 +49,15 @@ class Patch(NamedTuple):
         """Put fairseq's own function back (nothing if it is)."""
         if self.installed():
             setattr(self.holder, self.name, ORIGINALS.pop((id(self.holder), self.name)))
+
+
+@contextmanager
+def in_place(patches):
+    """``patches`` in place for the ``with`` block; fairseq's own functions back after it."""
+    for patch in patches:
+        patch.put()
+    try:
+        yield
+    finally:
+        for patch in patches:
+            patch.take_back()

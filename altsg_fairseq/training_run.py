@@ -25,21 +25,22 @@ import os
 import signal
 import subprocess
 import threading
-from contextlib import contextmanager
 from typing import List, Optional
 
 from fairseq.distributed import utils as distributed_utils
 
 from . import distributed
 from .errors import UsageError
-from .patching import Patch
+from .patching import Patch, in_place
+from .tasks import evaluation
 
 logger = logging.getLogger(__name__)
 
 EXIT_STATUS = 75  # os.EX_TEMPFAIL: stopped early, can continue; Slurm and shells read it as a failure
 UNCATCHABLE = (signal.SIGKILL, signal.SIGSTOP)
-# what gloo says in the collective of a worker whose peer has gone
-PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+# what gloo says in the collective of a worker whose peer has gone (the rendezvous store's
+# DistNetworkError when the peer that hosted it has gone)
+PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Connection was likely closed")
 
 
 def parse_signals(names: str) -> List[signal.Signals]:
@@ -117,7 +118,7 @@ class TrainingRun:
         return cls._current
 
     def __enter__(self) -> "TrainingRun":
-        self._patches = for_training_run()
+        self._patches = in_place(RUN_PATCHES)
         self._patches.__enter__()
         self.preemption.__enter__()
         TrainingRun._current = self
@@ -182,20 +183,29 @@ def train_main(main, cfg, **kwargs):
         try:
             return main(cfg, **kwargs)
         except RuntimeError as e:
-            if not any(words in str(e) for words in PEER_GONE) or distributed.world_size() == 1:
+            if not peer_gone(e):
                 raise
             raise UsageError(
-                f"worker {distributed.rank()} stops: another worker of the run stopped first (its own line says why)"
+                f"worker {cfg.distributed_training.distributed_rank} stops: another worker of the run stopped first (its own line says why)"
             ) from None
 
 
+def peer_gone(error: RuntimeError) -> bool:
+    """Whether ``error`` is what torch.distributed raises in a worker whose peer has stopped."""
+    import torch.distributed
+
+    return isinstance(error, torch.distributed.DistNetworkError) or any(words in str(error) for words in PEER_GONE)
+
+
 def call_main(cfg, main, **kwargs):
-    """fairseq's start of a CLI's work on each worker; fairseq-train's with the plugin's task runs as a TrainingRun."""
-    if (
-        getattr(main, "__module__", None) == "fairseq_cli.train"
-        and getattr(cfg.task, "_name", None) == "alternating_lm"
-    ):
-        main = functools.partial(train_main, main)
+    """fairseq's start of a CLI's work on each worker: with the plugin's task, fairseq-train's runs as a
+    TrainingRun and fairseq-eval-lm's sums its figures over the processes."""
+    program = getattr(main, "__module__", None)
+    if getattr(cfg.task, "_name", None) == "alternating_lm":
+        if program == "fairseq_cli.train":
+            main = functools.partial(train_main, main)
+        elif program == "fairseq_cli.eval_lm":
+            main = functools.partial(evaluation.eval_main, main)
     return _fairseq_call_main(cfg, main, **kwargs)
 
 
@@ -211,15 +221,3 @@ RUN_PATCHES = (
         "the one place every worker passes after every update: there they agree on a stop signal, save and stop",
     ),
 )
-
-
-@contextmanager
-def for_training_run():
-    """``RUN_PATCHES`` in place while a fairseq-train run runs; fairseq's own functions back after it."""
-    for patch in RUN_PATCHES:
-        patch.put()
-    try:
-        yield
-    finally:
-        for patch in RUN_PATCHES:
-            patch.take_back()

@@ -1,10 +1,15 @@
-"""fairseq-eval-lm with ``alternating_lm``: its rows, and what the neural cache did."""
+"""fairseq-eval-lm with ``alternating_lm``: its rows, what the neural cache did, and the
+whole split's figures when several processes (or --num-shards) share the scoring."""
 
 import logging
 from typing import Optional
 
+import torch
+
+from .. import distributed
 from ..errors import UsageError
 from ..modules import CachePointer
+from ..patching import Patch, in_place
 
 logger = logging.getLogger(__name__)
 
@@ -56,3 +61,91 @@ class CacheReport:
             )
         else:
             logger.info(f"the cache pointer was mixed into {mixed:,} of the {scored:,} targets")
+
+
+class TokenCount:
+    """A batch iterator that counts the target tokens it serves (``tokens``)."""
+
+    def __init__(self, iterator):
+        self.iterator, self.tokens = iterator, 0
+
+    def __len__(self):
+        return len(self.iterator)
+
+    def __getattr__(self, name):
+        return getattr(self.iterator, name)
+
+    def __iter__(self):
+        for sample in self.iterator:
+            if "net_input" in sample:
+                self.tokens += int(sample["ntokens"])
+            yield sample
+
+
+def eval_lm(models, source_dictionary, batch_iterator, *args, **kwargs):
+    """fairseq-eval-lm's scoring of this process's rows, then, with several processes, the whole
+    split's figures: each process's mean loss (bits per token) weighted by its tokens, summed over
+    the processes (fairseq prints its own shard's as the split's)."""
+    counted = TokenCount(batch_iterator)
+    results = RUN_PATCHES[0].original(models, source_dictionary, counted, *args, **kwargs)
+    if distributed.world_size() == 1:
+        return results
+    # float64: the bits of the whole split, and its tokens
+    sums = torch.tensor([results["loss"] * counted.tokens, float(counted.tokens)], dtype=torch.float64)
+    distributed.all_reduce_sum(sums)
+    loss = sums[0].item() / max(sums[1].item(), 1.0)
+    logger.info(
+        f"{distributed.world_size()} processes scored {int(sums[1].item()):,} tokens, each its block of the "
+        f"rows: the figures below are the whole split's"
+    )
+    return dict(results, loss=loss, perplexity=2**loss)
+
+
+def eval_main(main, cfg, **kwargs):
+    """fairseq-eval-lm's ``main`` on one process, with ``eval_lm`` summing over the processes.
+    --num-shards without several processes scores one shard: said in one line."""
+    shards, shard = cfg.dataset.num_shards, cfg.dataset.shard_id
+    processes = cfg.distributed_training.distributed_world_size
+    if shards > 1 and processes > 1:
+        raise UsageError(
+            f"--num-shards {shards} with {processes} processes: the processes already share the rows "
+            f"(each scores its block); leave --num-shards out"
+        )
+    if shards > 1:
+        logger.warning(
+            f"--num-shards {shards} --shard-id {shard}: the figures below are of shard {shard} of {shards} "
+            f"(1/{shards} of the rows), not of the whole split; run on {shards} processes "
+            f"(torchrun --nproc-per-node {shards}) for the split's"
+        )
+    with in_place(RUN_PATCHES):
+        results = main(cfg, **kwargs)
+    if torch.distributed.is_initialized():
+        # every process done before any closes its connections: one that exits while another still
+        # holds them takes gloo's threads down with it ("terminate called without an active exception")
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return results
+
+
+# fairseq-eval-lm's own function replaced while it runs (fairseq_patches names it with the others)
+RUN_PATCHES = (
+    Patch(
+        "fairseq_cli.eval_lm",
+        "eval_lm",
+        eval_lm,
+        (
+            "models",
+            "source_dictionary",
+            "batch_iterator",
+            "post_process",
+            "output_word_probs",
+            "output_word_stats",
+            "target_dictionary",
+            "softmax_batch",
+            "remove_bos_token",
+            "device",
+        ),
+        "every process scores its block of the rows and fairseq prints that shard's loss as the split's: the "
+        "loss weighted by tokens, summed over the processes",
+    ),
+)

@@ -29,9 +29,9 @@ def test_fairseqs_function_has_the_parameters_the_replacement_expects(patch):
 
 
 def test_run_patches_are_in_place_only_during_a_run():
-    from altsg_fairseq import training_run
+    from altsg_fairseq.patching import in_place
 
-    with training_run.for_training_run():
+    with in_place(RUN_PATCHES):
         assert all(p.installed() for p in RUN_PATCHES)
         assert all(p.original is not p.replacement for p in RUN_PATCHES)
     assert not any(p.installed() for p in RUN_PATCHES)
