@@ -28,13 +28,26 @@ class ContiguousRowData:
         """Load ``split`` as one token stream (lines in order, eos after each)."""
         data = self.cfg.data.split(os.pathsep)[0]
         path = os.path.join(data, split)
-        lines = data_utils.load_indexed_dataset(path, self.dictionary)
-        if lines is None or len(lines) == 0:
+        # fairseq-preprocess binarizes an empty text file without a word of warning, into an empty .bin
+        # that fairseq's reader cannot open (ValueError: cannot mmap an empty file)
+        empty = os.path.isfile(f"{path}.bin") and os.path.getsize(f"{path}.bin") == 0
+        lines = None if empty else data_utils.load_indexed_dataset(path, self.dictionary)
+        if empty or (lines is not None and len(lines) == 0):
+            raise UsageError(
+                f"split {split!r} in {data!r} is empty ({split}.bin holds no tokens: its text file was empty when "
+                f"fairseq-preprocess binarized it); put text in that file and binarize it again"
+            )
+        if lines is None:
             raise UsageError(
                 f"split {split!r} is not in {data!r} (no {split}.bin/{split}.idx); "
                 f"binarize it with fairseq-preprocess --only-source (--trainpref/--validpref/--testpref)"
             )
         stream = torch.cat([lines[i] for i in range(len(lines))]).long()
+        if bool((stream == self.dictionary.eos()).all()):
+            raise UsageError(
+                f"split {split!r} in {data!r} holds only empty lines ({len(lines):,} of them, not a word); "
+                f"put text in its text file and binarize it again"
+            )
         if int(stream.max()) >= len(self.dictionary):
             raise UsageError(
                 f"{path}.bin holds token ids beyond dict.txt ({len(self.dictionary)} types): the data was binarized with another dictionary"
@@ -64,9 +77,11 @@ class ContiguousRowData:
             )
         row_length = len(stream) // (rows * num_shards)
         if row_length < 2:
+            most = len(stream) // (2 * num_shards)
+            fix = f"lower {flag} (to at most {most})" if most else "binarize more text into it"
             raise UsageError(
                 f"split {stream.name!r} has {len(stream):,} tokens, too few for {rows * num_shards} rows of at least 2 tokens; "
-                f"lower {flag}"
+                f"{fix}"
             )
         if self.cfg.bptt >= row_length - 1 and stream.name not in self._warned_rows:
             self._warned_rows.add(stream.name)

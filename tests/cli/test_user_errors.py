@@ -191,3 +191,116 @@ def test_the_demo_refuses_zero_epochs():
         cwd=REPO,
     )
     assert proc.returncode == 2 and proc.stderr.strip().startswith("demo.sh: error: EPOCHS must be")
+
+
+# ---- splits without text ------------------------------------------------------------------------
+
+BLANK_LINES = 3
+SHORT = "the city of"  # 3 words: 4 tokens with the end of the line
+
+
+@pytest.fixture(scope="module")
+def thin_splits(sample_bin, tmp_path_factory):
+    """Splits binarized by fairseq-preprocess with the sample's dictionary: train (20 lines of text),
+    valid (from an empty file), valid1 (from blank lines only), valid2 (one short line)."""
+    text = tmp_path_factory.mktemp("thin-text")
+    (text / "train.txt").write_text("".join((SAMPLE / "valid.txt").read_text().splitlines(True)[:20]))
+    (text / "empty.txt").write_text("")
+    (text / "blank.txt").write_text("\n \n\t\n")
+    (text / "short.txt").write_text(SHORT + "\n")
+    data = tmp_path_factory.mktemp("thin-bin")
+    proc = run_cli(
+        "fairseq-preprocess",
+        "--only-source",
+        "--srcdict",
+        sample_bin / "dict.txt",
+        "--trainpref",
+        text / "train.txt",
+        "--validpref",
+        f"{text / 'empty.txt'},{text / 'blank.txt'},{text / 'short.txt'}",
+        "--destdir",
+        data,
+    )
+    # what fairseq-preprocess does with them: binarizes without a word of warning, the empty file into
+    # an empty .bin, the blank lines into end-of-line tokens
+    log = proc.stdout + proc.stderr
+    assert "empty.txt: 0 sents, 0 tokens" in log and (data / "valid.bin").stat().st_size == 0
+    assert f"blank.txt: {BLANK_LINES} sents, {BLANK_LINES} tokens" in log
+    return data
+
+
+@pytest.mark.parametrize("content,message", [("", "is empty"), ("\n  \n", "holds only blank lines (2)")])
+def test_preprocess_sh_refuses_a_split_without_text(tmp_path, content, message):
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"{split}.txt").write_text("the city of\n" if split != "valid" else content)
+    import subprocess
+
+    proc = subprocess.run(
+        ["bash", REPO / "scripts" / "data" / "preprocess.sh", tmp_path, tmp_path / "bin"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}"),
+    )
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"preprocess.sh: error: {tmp_path}/valid.txt {message}: every split needs text (train.txt, valid.txt "
+        f"and test.txt, one sentence per line); put text in it"
+    )
+    assert not (tmp_path / "bin").exists()
+
+
+SPLITS_WITHOUT_TEXT = [
+    ("empty", "valid", [], "split 'valid' in '{data}' is empty (valid.bin holds no tokens"),
+    ("blank lines", "valid1", [], f"split 'valid1' in '{{data}}' holds only empty lines ({BLANK_LINES} of them"),
+    ("fewer tokens than the rows", "valid2", ["4"], "split 'valid2' has 4 tokens, too few for 4 rows of at least 2"),
+    ("missing", "nosuch", [], "split 'nosuch' is not in '{data}' (no nosuch.bin/nosuch.idx)"),
+]
+
+
+@pytest.mark.parametrize("role", ["train", "valid"])
+@pytest.mark.parametrize("case,split,rows,message", SPLITS_WITHOUT_TEXT, ids=[c[0] for c in SPLITS_WITHOUT_TEXT])
+def test_training_on_a_split_without_text(thin_splits, tmp_path, role, case, split, rows, message):
+    """fairseq-train: ValueError: cannot mmap an empty file (a traceback) for an empty split; a split of
+    blank lines trained or validated on end-of-line tokens alone. Now each is one line, nothing saved."""
+    subsets = ["--train-subset", split, "--valid-subset", "train"] if role == "train" else ["--valid-subset", split]
+    flag = "--batch-size" if role == "train" else "--batch-size-valid"
+    proc = run_cli(
+        "fairseq-train",
+        thin_splits,
+        *TRAIN_FLAGS,
+        "--batch-size",
+        "2",
+        *([flag, *rows] if rows else []),
+        "--max-update",
+        "1",
+        *subsets,
+        "--ignore-unused-valid-subsets",  # (fairseq refuses valid1, valid2 in the folder otherwise)
+        "--save-dir",
+        tmp_path,
+        check=False,
+    )
+    one_line_error(proc, message.format(data=thin_splits))
+    if rows:
+        assert f"lower {flag} (to at most 2)" in proc.stderr  # 4 tokens: 2 rows of 2
+    assert not any(tmp_path.glob("*.pt"))
+
+
+@pytest.mark.parametrize("case,split,rows,message", SPLITS_WITHOUT_TEXT, ids=[c[0] for c in SPLITS_WITHOUT_TEXT])
+def test_evaluating_a_split_without_text(trained, thin_splits, case, split, rows, message):
+    """fairseq-eval-lm --gen-subset: the same traceback for an empty split; blank lines were scored (a
+    perplexity of end-of-line tokens). Now one line each."""
+    save, _ = trained
+    proc = run_cli(
+        "fairseq-eval-lm",
+        thin_splits,
+        *EVAL,
+        "--path",
+        save / "checkpoint_last.pt",
+        "--gen-subset",
+        split,
+        "--batch-size",
+        *(rows or ["1"]),
+        check=False,
+    )
+    one_line_error(proc, message.format(data=thin_splits))
+    if rows:
+        assert "lower --batch-size (to at most 2)" in proc.stderr
