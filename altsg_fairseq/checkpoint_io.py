@@ -25,6 +25,7 @@
 """
 
 import collections
+import logging
 import os
 import pickle
 import shutil
@@ -39,7 +40,10 @@ from fairseq.distributed import utils as distributed_utils
 from fairseq.file_io import PathManager
 from omegaconf import DictConfig, ListConfig, base, nodes
 
+from .distributed import world_size
 from .errors import UsageError
+
+logger = logging.getLogger(__name__)
 
 _fairseq_copy = PathManager.copy
 _fairseq_load = checkpoint_utils.load_checkpoint_to_cpu
@@ -104,27 +108,38 @@ def atomic_copy(src_path: str, dst_path: str, overwrite: bool = False) -> bool:
     return True
 
 
+UNREADABLE = "altsg_fairseq: unreadable checkpoint"  # the key of what the first worker sends in its place
+_resuming = {"on": False}  # fairseq-train's resume under way: there the first worker loads alone and sends
+
+
 def load_checkpoint_to_cpu(path, arg_overrides=None, load_on_all_ranks=False):
+    """fairseq's load; a file that cannot be read is one line. With several workers, where the first
+    loads alone and sends the contents to the others (``broadcast_object``), it sends that line in
+    their place, so that every worker stops with it (not the first alone, the others in gloo)."""
     try:
         return _fairseq_load(path, arg_overrides, load_on_all_ranks)
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as e:
-        raise UsageError(
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError, RuntimeError) as e:
+        if isinstance(e, FileNotFoundError) or (
+            isinstance(e, RuntimeError) and "PytorchStreamReader" not in str(e) and "zip archive" not in str(e)
+        ):
+            raise
+        error = UsageError(
             f"cannot read checkpoint {path} ({type(e).__name__}: {str(e)[:200]}); "
             f"it is truncated or not a checkpoint: use another one (e.g. checkpoint_best.pt)"
-        ) from None
-    except RuntimeError as e:
-        if "PytorchStreamReader" not in str(e) and "zip archive" not in str(e):
-            raise
-        raise UsageError(
-            f"cannot read checkpoint {path} ({str(e)[:200]}); "
-            f"it is truncated or not a checkpoint: use another one (e.g. checkpoint_best.pt)"
-        ) from None
+        )
+    if load_on_all_ranks or not _resuming["on"] or world_size() == 1:
+        raise error from None
+    return {UNREADABLE: error.message}
 
 
 def broadcast_object(obj, src_rank, group, dist_device=None):
-    """fairseq's broadcast of a Python object, its load allowing exactly ``BROADCAST_TYPES``."""
+    """fairseq's broadcast of a Python object, its load allowing exactly ``BROADCAST_TYPES``; a
+    checkpoint the first worker could not read stops every worker with its line."""
     with torch.serialization.safe_globals(BROADCAST_TYPES):
-        return _fairseq_broadcast(obj, src_rank, group, dist_device)
+        obj = _fairseq_broadcast(obj, src_rank, group, dist_device)
+    if isinstance(obj, dict) and UNREADABLE in obj:
+        raise UsageError(obj[UNREADABLE])
+    return obj
 
 
 def save_checkpoint(cfg, trainer, epoch_itr, val_loss):
@@ -144,14 +159,39 @@ def load_checkpoint(cfg, trainer, **passthrough_args):
             f"leave it out to resume from --save-dir's checkpoint_last.pt"
         )
     run_state = getattr(trainer.task, "run_state", None)
+    _resuming["on"] = True
     try:
         with run_state.resuming() if run_state is not None else nullcontext():
-            return _fairseq_resume(cfg, trainer, **passthrough_args)
+            extra_state, epoch_itr = _fairseq_resume(cfg, trainer, **passthrough_args)
     except ValueError as e:
         if "--finetune-from-model" not in str(e):
             raise
         hint = ": give the checkpoint file to start from" if "does not exist" in str(e) else ""
         raise UsageError(f"{e}{hint}") from None
+    finally:
+        _resuming["on"] = False
+    if extra_state is not None:
+        stop_if_complete(trainer, epoch_itr, cfg.save_dir)
+    return extra_state, epoch_itr
+
+
+def stop_if_complete(trainer, epoch_itr, save_dir: str) -> None:
+    """A resumed run that this command's --max-update or --max-epoch has already reached: one line
+    and exit status 0, before anything is trained or written (fairseq would train one more update
+    and overwrite checkpoint_last.pt). Raising either flag continues the run."""
+    limits = trainer.cfg.optimization
+    updates, epoch = trainer.get_num_updates(), epoch_itr.next_epoch_idx - 1
+    reached = []
+    if limits.max_update and updates >= limits.max_update:
+        reached.append(f"update {updates:,} of --max-update {limits.max_update:,}")
+    if limits.max_epoch and epoch >= limits.max_epoch:
+        reached.append(f"epoch {epoch} of --max-epoch {limits.max_epoch}")
+    if reached:
+        logger.info(
+            f"the run in {save_dir} is complete ({' and '.join(reached)}): nothing to do; "
+            f"raise --max-update or --max-epoch to continue it"
+        )
+        raise SystemExit(0)
 
 
 def load_model_ensemble_and_task(filenames, *args, **kwargs):

@@ -21,7 +21,7 @@ from ..optim import nt_asgd
 from ..schedule import restart_points, synthetic_on
 from .config import LIST_FLAGS, AlternatingLMConfig, autocast_dtype, check_config, describe_precision, on_cpu
 from .curves import FILENAME, LearningCurve
-from .divergence import loss_values, read_on_host, stop_if_diverged
+from .divergence import loss_values, read_on_host, stop_if_diverged, summed_over_workers
 from .evaluation import describe_cache
 from .generation import PromptGeneration
 from .row_data import ContiguousRowData
@@ -203,7 +203,11 @@ class AlternatingLMTask(ContiguousRowData, PromptGeneration, FairseqTask):
         )
         if self.dni is not None:
             logging_output.update(self.dni.pop_stats())  # known once the backward pass has run
-        if not ignore_grad:
+        if distributed.world_size() > 1:  # one decision for all workers, taken on the sums of their losses
+            summed = summed_over_workers(dict(logging_output, **read), counted=not ignore_grad)
+            if summed["ntokens"] > 0:
+                stop_if_diverged(summed, update_num + 1, len(self.dictionary))
+        elif not ignore_grad:
             stop_if_diverged(dict(logging_output, **read), update_num + 1, len(self.dictionary))
         return loss, sample_size, logging_output
 

@@ -6,6 +6,7 @@ from typing import Dict, List, Sequence
 import torch
 from torch import Tensor
 
+from .. import distributed
 from ..errors import UsageError
 
 READ = ("nll_loss", "loss", "ntokens")  # what stop_if_diverged reads of a logging output
@@ -23,6 +24,18 @@ def read_on_host(values: Sequence[Tensor]) -> List[float]:
     if not values:
         return []
     return torch.stack([v.detach().to(torch.float64) for v in values]).tolist()
+
+
+def summed_over_workers(logging_output: dict, counted: bool) -> dict:
+    """What ``stop_if_diverged`` reads, summed over the data-parallel workers (a collective: every
+    worker calls it at every step, ``counted`` False for a step whose loss does not count), so that
+    every worker takes the same decision, the one a single worker holding all rows would take."""
+    summed = logging_output.get("nll_loss", logging_output.get("loss", 0.0))
+    values = [float(summed), float(logging_output.get("loss", 0.0)), float(logging_output.get("ntokens", 0))]
+    sums = torch.tensor(values if counted else [0.0, 0.0, 0.0], dtype=torch.float64)
+    distributed.all_reduce_sum(sums)
+    nll_loss, loss, ntokens = sums.tolist()
+    return {"nll_loss": nll_loss, "loss": loss, "ntokens": ntokens}
 
 
 def stop_if_diverged(logging_output: dict, update: int, dictionary_size: int) -> None:
