@@ -8,10 +8,13 @@ rows and takes a worker's block back out of them.
 
 import logging
 import os
+import random
+import subprocess
 
 import torch
 from fairseq.distributed import utils as distributed_utils
 
+from .errors import UsageError
 from .flags import refuse_xla_without_torch_xla
 
 logger = logging.getLogger(__name__)
@@ -83,28 +86,70 @@ class DataParallelRows:
 
 _fairseq_infer_init_method = distributed_utils.infer_init_method
 _TORCHRUN = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK")
+LAUNCH_DOCS = "docs/cluster.md"
 
 
 def infer_init_method(cfg, force_distributed=False) -> None:
-    """fairseq's set-up of the distributed launch, also for torchrun on machines without GPUs.
+    """fairseq's set-up of the distributed launch, made to work or to stop in one line on machines without GPUs.
 
-    fairseq sets the world size to the number of GPUs (1 without them) and
-    then ignores torchrun's processes; where there is a GPU it picks the
-    device as RANK % the number of GPUs. Without GPUs, under torchrun, every
-    process becomes one worker on the CPU, with the gloo backend (NCCL needs
-    GPUs) and fairseq's legacy data-parallel wrapper (PyTorch's
-    DistributedDataParallel as fairseq sets it up takes CUDA device ids).
+    fairseq counts workers in GPUs: without them it sets the world size to 1
+    and ignores torchrun's and Slurm's processes, spawns no process for
+    ``--distributed-init-method`` without ``--distributed-no-spawn`` (and exits
+    0 having trained nothing), and calls CUDA for a device id. On a machine
+    without GPUs every process started by torchrun or srun becomes one worker
+    on the CPU (gloo, fairseq's legacy data-parallel wrapper: PyTorch's
+    DistributedDataParallel as fairseq sets it up takes CUDA device ids), and a
+    launch that cannot work stops in one line before any rendezvous. With GPUs
+    fairseq's own set-up runs unchanged.
     """
     if getattr(cfg, "tpu", False):  # before fairseq spawns XLA processes for it
         refuse_xla_without_torch_xla("--bf16 (or --memory-efficient-bf16, --tpu)")
-    torchrun = all(key in os.environ for key in _TORCHRUN) and int(os.environ["WORLD_SIZE"]) > 1
-    if not torchrun or torch.cuda.device_count() > 0 or cfg.distributed_init_method is not None:
+    if torch.cuda.device_count() > 0:
         return _fairseq_infer_init_method(cfg, force_distributed)
-    cfg.distributed_init_method = "env://"
-    cfg.distributed_world_size = int(os.environ["WORLD_SIZE"])
-    cfg.distributed_rank = int(os.environ["RANK"])
+    if cfg.distributed_init_method is None:
+        if all(key in os.environ for key in _TORCHRUN) and int(os.environ["WORLD_SIZE"]) > 1:
+            _one_worker_per_process(cfg, int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"]), "env://", "torchrun")
+        elif _slurm_tasks() > 1:
+            _slurm_on_cpus(cfg)
+        elif cfg.distributed_world_size > 1:
+            raise UsageError(
+                f"--distributed-world-size {cfg.distributed_world_size} on a machine without GPUs starts no worker "
+                f"of its own: start one process per worker (torchrun --nproc-per-node "
+                f"{cfg.distributed_world_size} fairseq-train ..., srun, or by hand with --distributed-init-method, "
+                f"--distributed-rank and --distributed-no-spawn); see {LAUNCH_DOCS}"
+            )
+    if cfg.device_id > 0:
+        raise UsageError(
+            f"--device-id {cfg.device_id} names a GPU and this machine has none: leave --device-id out on CPUs"
+        )
+    return _fairseq_infer_init_method(cfg, force_distributed)
+
+
+def check_spawn(cfg) -> None:
+    """Before fairseq starts its processes (it infers the launch only without an init method): one
+    line for an init method without --distributed-no-spawn on a machine without GPUs, where fairseq
+    would start one process per GPU, none, and exit 0 having trained nothing."""
+    if (
+        torch.cuda.device_count() == 0
+        and cfg.distributed_init_method is not None
+        and cfg.distributed_world_size > 1
+        and not cfg.distributed_no_spawn
+        and not getattr(cfg, "tpu", False)
+    ):
+        raise UsageError(
+            f"--distributed-init-method without --distributed-no-spawn on a machine without GPUs: fairseq would "
+            f"start one process per GPU, none here, and train nothing; add --distributed-no-spawn and start one "
+            f"process per --distributed-rank (or use torchrun); see {LAUNCH_DOCS}"
+        )
+
+
+def _one_worker_per_process(cfg, world: int, rank: int, init_method: str, launcher: str) -> None:
+    """Every process a launcher started as one CPU worker of one job."""
+    cfg.distributed_init_method = init_method
+    cfg.distributed_world_size = world
+    cfg.distributed_rank = rank
     cfg.device_id = 0
-    cfg.distributed_no_spawn = True  # torchrun started the processes
+    cfg.distributed_no_spawn = True  # the launcher started the processes
     changed = []
     if cfg.distributed_backend == "nccl":
         cfg.distributed_backend = "gloo"
@@ -112,5 +157,39 @@ def infer_init_method(cfg, force_distributed=False) -> None:
     if cfg.ddp_backend in ("pytorch_ddp", "c10d"):
         cfg.ddp_backend = "legacy_ddp"
         changed.append("--ddp-backend legacy_ddp")
-    if changed and cfg.distributed_rank == 0:
-        logger.info(f"torchrun without GPUs: {cfg.distributed_world_size} workers on the CPU with {', '.join(changed)}")
+    if changed and rank == 0:
+        logger.info(f"{launcher} without GPUs: {world} workers on the CPU with {', '.join(changed)}")
+
+
+def _slurm_tasks() -> int:
+    """The tasks of the Slurm job step this process is one of (srun sets SLURM_PROCID; 0 outside a step)."""
+    if "SLURM_PROCID" not in os.environ:
+        return 0
+    return int(os.environ.get("SLURM_STEP_NUM_TASKS") or os.environ.get("SLURM_NTASKS") or 1)
+
+
+def _slurm_on_cpus(cfg) -> None:
+    """srun's tasks as the workers of one job: rank SLURM_PROCID, the first host of the step's nodes
+    (``scontrol show hostnames``, as fairseq reads it) as the rendezvous, a port from --distributed-port
+    or, as fairseq picks it, from the job's id."""
+    tasks = _slurm_tasks()
+    if cfg.distributed_world_size not in (1, tasks):
+        raise UsageError(
+            f"--distributed-world-size {cfg.distributed_world_size}, but srun started {tasks} tasks "
+            f"(SLURM_NTASKS): one worker per task; leave --distributed-world-size out or make them agree"
+        )
+    nodes = os.environ.get("SLURM_STEP_NODELIST") or os.environ.get("SLURM_JOB_NODELIST")
+    try:
+        hosts = subprocess.run(
+            ["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, check=True, timeout=60
+        ).stdout.split()
+    except (OSError, subprocess.SubprocessError) as e:
+        raise UsageError(
+            f"Slurm job step of {tasks} tasks: cannot find its first node (scontrol show hostnames {nodes}: {e}); "
+            f"pass --distributed-init-method tcp://HOST:PORT naming it"
+        ) from None
+    port = cfg.distributed_port
+    if port <= 0:
+        job = os.environ.get("SLURM_JOB_ID", "0") + os.environ.get("SLURM_ARRAY_TASK_ID", "")
+        port = random.Random(int(job)).randint(10000, 60000)  # every task of the job picks the same
+    _one_worker_per_process(cfg, tasks, int(os.environ["SLURM_PROCID"]), f"tcp://{hosts[0]}:{port}", "srun")

@@ -201,6 +201,7 @@ def call_main(cfg, main, **kwargs):
     """fairseq's start of a CLI's work on each worker: with the plugin's task, fairseq-train's runs as a
     TrainingRun and fairseq-eval-lm's sums its figures over the processes."""
     program = getattr(main, "__module__", None)
+    distributed.check_spawn(cfg.distributed_training)
     if getattr(cfg.task, "_name", None) == "alternating_lm":
         if program == "fairseq_cli.train":
             main = functools.partial(train_main, main)

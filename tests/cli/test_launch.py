@@ -1,0 +1,175 @@
+"""Launches on machines without GPUs either train as one job or stop every process in one line
+before any rendezvous: Slurm's srun (emulated: SLURM_* variables and a stand-in scontrol, as
+fairseq reads them), a world size without processes, an init method fairseq would spawn none
+for, a GPU device id. And what fairseq infers on GPU nodes under Slurm, for a stated GPU count."""
+
+import os
+import time
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from helpers import TRAIN_FLAGS, finish_workers, free_port, per_update, records, run_cli, run_workers, start_workers
+
+FLAGS = [
+    *TRAIN_FLAGS,
+    "--train-subset",
+    "valid",
+    "--embed-dim",
+    "32",
+    "--hidden-dim",
+    "32",
+    "--bptt",
+    "20",
+    "--batch-size",
+    "2",
+    "--max-update",
+    "5",
+    "--disable-validation",
+    "--use-sg",
+    "--sg-type",
+    "qrnn",
+    "--whenswitch",
+    "1",
+    "--sg-noise",
+    "0",
+    "--dropout",
+    "0",
+    "--dropout-hidden",
+    "0",
+    "--dropout-input",
+    "0",
+    "--dropout-embed",
+    "0",
+    "--weight-drop",
+    "0",
+]
+ONE_LINE_WITHIN = 60  # seconds
+
+
+def stand_in_slurm(tmp_path, hostnames_ok=True):
+    """A directory with a stand-in ``scontrol`` (``show hostnames`` prints 127.0.0.1) and the
+    variables srun sets for each task of a 2-task step on one node."""
+    bin_dir = tmp_path / "slurm-bin"
+    bin_dir.mkdir(exist_ok=True)
+    scontrol = bin_dir / "scontrol"
+    answer = "echo 127.0.0.1" if hostnames_ok else "echo 'scontrol: error: no such node' >&2; exit 1"
+    scontrol.write_text(f'#!/bin/sh\nif [ "$1 $2" = "show hostnames" ]; then {answer}; fi\n')
+    scontrol.chmod(0o755)
+
+    def task_env(rank):
+        return {
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "SLURM_JOB_ID": str(free_port()),  # a port no other test uses: fairseq derives it from the job id
+            "SLURM_PROCID": str(rank),
+            "SLURM_LOCALID": str(rank),
+            "SLURM_NODEID": "0",
+            "SLURM_NTASKS": "2",
+            "SLURM_STEP_NUM_TASKS": "2",
+            "SLURM_NNODES": "1",
+            "SLURM_STEP_NODELIST": "node1",
+            "SLURM_JOB_NODELIST": "node1",
+        }
+
+    return task_env
+
+
+def srun(n, args, task_env):
+    """Start n fairseq-train processes as srun's tasks (no distributed flags: Slurm's variables say it)."""
+    job = task_env(0)["SLURM_JOB_ID"]
+    procs, logs = start_workers(n, *args, distributed=False, rank_env=lambda r: dict(task_env(r), SLURM_JOB_ID=job))
+    return finish_workers(procs, logs, check=False, timeout=240)
+
+
+@pytest.mark.slow
+def test_srun_tasks_train_as_one_job(sample_bin, tmp_path):
+    hand = per_update(run_workers(2, sample_bin, *FLAGS, "--save-dir", tmp_path / "hand")[0][1])
+    outs = srun(2, [sample_bin, *FLAGS, "--save-dir", tmp_path / "srun"], stand_in_slurm(tmp_path))
+    assert all(code == 0 for code, _ in outs), outs[0][1][-3000:] + outs[1][1][-3000:]
+    assert "srun without GPUs: 2 workers on the CPU" in outs[0][1]
+    assert all(r["bsz"] == "4" for r in records(outs[0][1], "train_inner"))  # one job of 2 x 2 rows
+    assert per_update(outs[0][1]) == hand
+
+
+def test_srun_with_another_world_size_stops_every_task_in_one_line(sample_bin, tmp_path):
+    start = time.monotonic()
+    outs = srun(2, [sample_bin, *FLAGS, "--distributed-world-size", "3"], stand_in_slurm(tmp_path))
+    assert time.monotonic() - start < ONE_LINE_WITHIN
+    for code, out in outs:
+        assert code != 0 and "Traceback" not in out, out[-3000:]
+        assert (
+            out.strip()
+            .splitlines()[-1]
+            .startswith("altsg_fairseq: error: --distributed-world-size 3, but srun started 2 tasks")
+        )
+
+
+@pytest.mark.parametrize(
+    "case, flags, env, message",
+    [
+        ("world size alone", ["--distributed-world-size", "2"], {}, "--distributed-world-size 2 on a machine without"),
+        (
+            "init method without --distributed-no-spawn",
+            ["--distributed-world-size", "2", "--distributed-init-method", "tcp://127.0.0.1:29999"],
+            {},
+            "--distributed-init-method without --distributed-no-spawn on a machine without GPUs",
+        ),
+        ("a GPU device id", ["--device-id", "1"], {}, "--device-id 1 names a GPU and this machine has none"),
+        ("scontrol that fails", [], "failing-scontrol", "Slurm job step of 2 tasks: cannot find its first node"),
+    ],
+    ids=["world-size-alone", "init-method-without-no-spawn", "gpu-device-id", "failing-scontrol"],
+)
+def test_a_launch_that_cannot_work_is_one_line(sample_bin, tmp_path, case, flags, env, message):
+    if env == "failing-scontrol":
+        env = stand_in_slurm(tmp_path, hostnames_ok=False)(0)
+    start = time.monotonic()
+    proc = run_cli("fairseq-train", sample_bin, *FLAGS, *flags, "--save-dir", tmp_path, check=False, env=env)
+    assert time.monotonic() - start < ONE_LINE_WITHIN
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("altsg_fairseq: error: ") and message in last, last
+    assert not (tmp_path / "checkpoint_last.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "layout, env, world_size, expected",
+    [
+        (
+            "2 nodes x 1 task x 4 GPUs (fairseq spawns one process per GPU)",
+            {"SLURM_NNODES": "2", "SLURM_NTASKS_PER_NODE": "1", "SLURM_NODEID": "1", "SLURM_PROCID": "1"},
+            4,  # fairseq's default on a node of 4 GPUs
+            {"distributed_rank": 4, "distributed_world_size": 8, "distributed_no_spawn": False},
+        ),
+        (
+            "1 node x 4 tasks x 4 GPUs (a task per GPU)",
+            {"SLURM_NNODES": "1", "SLURM_NTASKS": "4", "SLURM_PROCID": "2", "SLURM_LOCALID": "2", "SLURM_NODEID": "0"},
+            4,
+            {"distributed_rank": 2, "distributed_world_size": 4, "distributed_no_spawn": True, "device_id": 2},
+        ),
+    ],
+    ids=["2x1x4", "1x4x4"],
+)
+def test_slurm_on_gpu_nodes_infers_fairseqs_rank_world_and_device(monkeypatch, layout, env, world_size, expected):
+    """Not run on GPUs (docs/cluster.md says so): the plugin leaves fairseq's own inference alone
+    where there are GPUs; this pins what it gives for a stated GPU count."""
+    import altsg_fairseq  # noqa: F401  (the plugin's replacement in place)
+    from fairseq.dataclass.configs import FairseqConfig
+    from fairseq.distributed import utils as distributed_utils
+
+    for key in [k for k in os.environ if k.startswith("SLURM_") or k in ("RANK", "WORLD_SIZE")]:
+        monkeypatch.delenv(key)
+    for key, value in {"SLURM_JOB_ID": "1234", "SLURM_STEP_NODELIST": "gpu[1-2]", **env}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    devices = []
+    monkeypatch.setattr(torch.cuda, "set_device", devices.append)
+    monkeypatch.setattr(
+        distributed_utils.subprocess, "check_output", lambda command: b"gpu1\ngpu2\n"
+    )  # scontrol show hostnames
+    cfg = OmegaConf.structured(FairseqConfig()).distributed_training
+    cfg.distributed_world_size, cfg.distributed_port = world_size, 12345
+    distributed_utils.infer_init_method(cfg)
+    assert cfg.distributed_init_method == "tcp://gpu1:12345"
+    for key, value in expected.items():
+        assert cfg[key] == value, (layout, key, cfg[key])
