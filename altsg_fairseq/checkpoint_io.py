@@ -161,13 +161,22 @@ def load_checkpoint(cfg, trainer, **passthrough_args):
     run_state = getattr(trainer.task, "run_state", None)
     _resuming["on"] = True
     try:
-        with run_state.resuming() if run_state is not None else nullcontext():
+        with run_state.resuming(cfg.reset_optimizer) if run_state is not None else nullcontext():
             extra_state, epoch_itr = _fairseq_resume(cfg, trainer, **passthrough_args)
     except ValueError as e:
         if "--finetune-from-model" not in str(e):
             raise
         hint = ": give the checkpoint file to start from" if "does not exist" in str(e) else ""
         raise UsageError(f"{e}{hint}") from None
+    except AssertionError as e:
+        # fairseq's own check of the optimizer and criterion; the run state refuses a change before (its
+        # checkpoints name them), this is for checkpoints that do not
+        if "please reset the optimizer (--reset-optimizer)" not in str(e):
+            raise
+        raise UsageError(
+            f"the checkpoint's optimizer state does not fit this run ({str(e).split('. ')[-1]}); pass "
+            f"--reset-optimizer to continue with the new one's fresh state, or resume with the checkpoint's flags"
+        ) from None
     finally:
         _resuming["on"] = False
     if extra_state is not None:

@@ -39,6 +39,7 @@ class LearningCurve:
         self.row: Dict[str, float] = {"epoch": 1, "synthetic": False, "restart": False, "lr": float("nan")}
         self.start = time.time()
         self.written = False
+        self.new_file = False  # keep the earlier rows apart before the first write
 
     def begin_epoch(self, epoch: int, synthetic: bool, restart: bool) -> None:
         self.row.update(epoch=epoch, synthetic=synthetic, restart=restart)
@@ -48,15 +49,19 @@ class LearningCurve:
         self.row["lr"] = lr
 
     def start_new_file(self) -> Optional[str]:
-        """Keep the rows written so far under another name (the run's flags changed);
+        """Keep the rows written so far under another name (the run's flags changed) when this run
+        writes its first row (so that a run refused while it resumes leaves the file as it was);
         returns that name, or None when there were none."""
         if self.path is None or not os.path.isfile(self.path):
             return None
+        self.new_file = True
+        return os.path.basename(self._previous())
+
+    def _previous(self) -> str:
         stem, n = self.path[: -len(".csv")], 1
         while os.path.exists(f"{stem}.previous-{n}.csv"):
             n += 1
-        os.replace(self.path, f"{stem}.previous-{n}.csv")
-        return os.path.basename(f"{stem}.previous-{n}.csv")
+        return f"{stem}.previous-{n}.csv"
 
     def begin_validation(self) -> None:
         self.written = False
@@ -66,6 +71,10 @@ class LearningCurve:
         if self.written or self.path is None:
             return
         self.written = True
+        if self.new_file:
+            self.new_file = False
+            if os.path.isfile(self.path):
+                os.replace(self.path, self._previous())
         # fairseq logs base-2 losses (bits); the CSV keeps the original code's nats
         train_loss, valid_loss = train_bits * math.log(2), valid_bits * math.log(2)
         write_row(

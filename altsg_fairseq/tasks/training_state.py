@@ -68,13 +68,35 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+# what fairseq keeps the optimizer's state for: it loads that state only into the same optimizer class (its
+# precision wrapper included) beside the same criterion, and asserts so after the model's state has loaded
+OPTIMIZER_STATE = ("--optimizer", "--criterion", "precision")
+PRECISIONS = ("memory_efficient_fp16", "memory_efficient_bf16", "amp", "fp16", "bf16")  # fairseq's wrapper order
+
+
 def experiment_flags(task_cfg, model_cfg, rows: int) -> dict:
-    """The flags that define a training run: the model's, the task's experiment flags, the global rows."""
+    """The flags that define a training run: the model's, the task's experiment flags, the global rows,
+    and the optimizer's, criterion's and lr scheduler's names (``training_components``)."""
     flags = {"--arch": plain(getattr(model_cfg, "_name", None)), "rows (--batch-size x workers)": rows}
     names = model_cfg.keys() if OmegaConf.is_config(model_cfg) else vars(model_cfg).keys()
     flags.update({flag(k): plain(getattr(model_cfg, k)) for k in names if not k.startswith("_")})
     flags.update({flag(k): plain(getattr(task_cfg, k)) for k in TASK_FLAGS})
+    flags.update(training_components(task_cfg))
     return flags
+
+
+def training_components(task_cfg) -> dict:
+    """``--optimizer``, ``--criterion``, ``--lr-scheduler`` and the precision (``--amp``, ``--fp16``, ...,
+    or float32: fairseq wraps the optimizer by it) of the run whose config holds ``task_cfg``; empty where
+    the config has no optimizer (evaluation)."""
+    root = task_cfg._get_root() if OmegaConf.is_config(task_cfg) else None
+    if root is None or root.get("optimizer") is None:
+        return {}
+    names = {f"--{group.replace('_', '-')}": plain(root[group].get("_name")) for group in ("optimizer", "criterion")}
+    names["--lr-scheduler"] = plain(root.lr_scheduler.get("_name")) if root.get("lr_scheduler") is not None else None
+    common = root.get("common") or {}
+    names["precision"] = next((flag(p) for p in PRECISIONS if common.get(p)), "float32")
+    return names
 
 
 class TrainingState:
@@ -103,17 +125,19 @@ class TrainingState:
         self.curve = curve
         self._gathered = None
         self._resuming = False  # fairseq-train is loading a checkpoint to continue its run
+        self._reset_optimizer = False  # ... with --reset-optimizer
 
     @contextmanager
-    def resuming(self):
+    def resuming(self, reset_optimizer: bool = False):
         """The scope of fairseq-train's resume: a load inside it is a run continuing
         (its flags are compared with the checkpoint's); loads outside it (evaluation,
-        generation, --finetune-from-model's weights) are not."""
-        self._resuming = True
+        generation, --finetune-from-model's weights) are not. ``reset_optimizer``:
+        fairseq-train's --reset-optimizer (the checkpoint's optimizer state is not loaded)."""
+        self._resuming, self._reset_optimizer = True, reset_optimizer
         try:
             yield
         finally:
-            self._resuming = False
+            self._resuming, self._reset_optimizer = False, False
 
     def gather(self) -> None:
         """Gather every worker's carried rows (a collective: every worker calls it before a save)."""
@@ -142,23 +166,33 @@ class TrainingState:
     def load_state_dict(self, state: dict) -> List[str]:
         """Load what ``state_dict`` saved. In a resumed run, the experiment flags that
         changed since (as "--flag old -> new") are reported in one warning, the
-        checkpoint run's curves.csv is kept apart, and they are returned."""
+        checkpoint run's curves.csv is kept apart, and they are returned; an optimizer,
+        criterion or precision that changed without --reset-optimizer is refused first
+        (fairseq would assert it after loading the weights)."""
+        saved = state.get("experiment") if self._resuming else None
+        # (a flag the checkpoint's run did not record, e.g. from an older version, is not compared)
+        changed = {} if saved is None else {n: v for n, v in self.experiment.items() if n in saved and saved[n] != v}
+        changes = [f"{name} {saved[name]} -> {value}" for name, value in changed.items()]
+        refused = [c for name, c in zip(changed, changes) if name in OPTIMIZER_STATE]
+        if refused and not self._reset_optimizer:
+            raise UsageError(
+                f"the checkpoint's optimizer state does not fit this run ({'; '.join(refused)}); pass "
+                f"--reset-optimizer to continue with the new one's fresh state (weights, carried state and data "
+                f"position kept; fairseq counts updates and the lr schedule from 0 again), or resume with the "
+                f"checkpoint's flags"
+            )
         self._load_carried(state)
         if self.dni is not None and BackwardInterface.found_in(state):
             self.load_dni(state)
-        saved = state.get("experiment")
-        if not self._resuming or saved is None:
-            return []
-        changes = [
-            f"{name} {saved.get(name)} -> {value}"
-            for name, value in self.experiment.items()
-            if saved.get(name) != value
-        ]
         if changes:
             kept = self.curve.start_new_file() if self.curve is not None else None
             logger.warning(
                 f"resuming with changed flags: {'; '.join(changes)}"
-                + (f" (curves.csv of the checkpoint's run is kept as {kept})" if kept else "")
+                + (
+                    f" (curves.csv of the checkpoint's run goes to {kept} when this run writes its first row)"
+                    if kept
+                    else ""
+                )
             )
         return changes
 
