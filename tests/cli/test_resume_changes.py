@@ -111,3 +111,21 @@ def test_another_lr_scheduler_is_listed_and_continues(sample_bin, stopped, tmp_p
     assert "--lr-scheduler fixed -> warm_restarts" in warning
     assert (tmp_path / "curves.previous-1.csv").read_bytes() == before["curves.csv"]
     assert torch.load(tmp_path / "checkpoint_last.pt")["optimizer_history"][-1]["num_updates"] == 5
+
+
+def test_a_checkpoint_that_does_not_name_its_optimizer(sample_bin, stopped, tmp_path):
+    """A checkpoint of an earlier version (its run's flags without the optimizer's name): fairseq's own
+    check, AssertionError: Optimizer does not match, as one line; nothing changed either."""
+    resume(stopped, tmp_path)
+    state = torch.load(tmp_path / "checkpoint_last.pt")
+    experiment = state["model"]["_extra_state"]["experiment"]
+    for name in ("--optimizer", "--criterion", "--lr-scheduler", "precision"):
+        del experiment[name]
+    torch.save(state, tmp_path / "checkpoint_last.pt")
+    before = files(tmp_path)
+    proc = train(sample_bin, tmp_path, "--optimizer", "nt_asgd", "--lr", "30", "--max-update", "8", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("altsg_fairseq: error: the checkpoint's optimizer state does not fit this run (AdamL2 vs")
+    assert "pass --reset-optimizer" in last
+    assert files(tmp_path) == before
