@@ -173,3 +173,43 @@ def test_slurm_on_gpu_nodes_infers_fairseqs_rank_world_and_device(monkeypatch, l
     assert cfg.distributed_init_method == "tcp://gpu1:12345"
     for key, value in expected.items():
         assert cfg[key] == value, (layout, key, cfg[key])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rendezvous", ["static", "c10d-under-srun"])
+def test_two_torchrun_nodes_train_as_one_job(sample_bin, tmp_path, rendezvous):
+    """Two torchrun agents of one process each, as two nodes on 127.0.0.1 (a static rendezvous, or
+    c10d's as `srun torchrun` runs it, Slurm's variables beside torchrun's): == the hand launch."""
+    import subprocess
+
+    from helpers import BIN, REPO
+
+    hand = per_update(run_workers(2, sample_bin, *FLAGS, "--save-dir", tmp_path / "hand")[0][1])
+    port = free_port()
+    rendezvous_flags = {
+        "static": ["--master-addr", "127.0.0.1", "--master-port", str(port)],
+        "c10d-under-srun": ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "job"],
+    }[rendezvous]
+    slurm = stand_in_slurm(tmp_path) if rendezvous == "c10d-under-srun" else (lambda r: {})
+
+    def node(r):
+        return ["--nnodes", "2", *(["--node-rank", str(r)] if rendezvous == "static" else []), *rendezvous_flags]
+
+    def env(r):
+        return slurm(r)
+
+    logs = [open(tmp_path / f"node{r}.log", "w+") for r in range(2)]
+    procs = [
+        subprocess.Popen(
+            [str(BIN / "torchrun"), *node(r), "--nproc-per-node", "1", str(BIN / "fairseq-train"),
+             *map(str, [sample_bin, *FLAGS, "--save-dir", tmp_path / "torchrun"])],
+            cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", **env(r)),
+            stdout=logs[r], stderr=subprocess.STDOUT, text=True,
+        )
+        for r in range(2)
+    ]  # fmt: skip
+    outs = finish_workers(procs, logs, check=False, timeout=240)
+    assert all(code == 0 for code, _ in outs), outs[0][1][-3000:] + outs[1][1][-3000:]
+    first = next(out for _, out in outs if records(out, "train_inner"))
+    assert all(r["bsz"] == "4" for r in records(first, "train_inner"))  # one job of 2 x 2 rows
+    assert per_update(first) == hand
