@@ -13,6 +13,9 @@ try:
 except ImportError:  # modules/ alone (e.g. a GPU check without fairseq)
     pass
 else:
+    from .flags import refuse_hydra_train
+
+    refuse_hydra_train()
     from . import criterions, fairseq_patches, models, optim, tasks  # noqa: F401
 
     fairseq_patches.install()

@@ -1,6 +1,7 @@
 """Flag helpers shared by the plugin's fairseq components (task, lr scheduler)."""
 
 import importlib.util
+import os
 from typing import Callable, Iterable
 
 from .errors import UsageError
@@ -37,4 +38,21 @@ def refuse_xla_without_torch_xla(flags: str) -> None:
         raise UsageError(
             f"{flags} make fairseq run on an XLA (TPU) device, which needs torch_xla: for mixed "
             f"precision use --amp instead (bfloat16 autocast on a CPU, float16 on a GPU)"
+        )
+
+
+def refuse_hydra_train() -> None:
+    """One line where fairseq-hydra-train imports the plugin: hydra composes fairseq's configs
+    before fairseq imports a --user-dir, so the plugin's task, model and criterion configs cannot
+    take part, and the run would fail deep in omegaconf (or train fairseq's defaults)."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if os.path.basename(sys.argv[0] if sys.argv else "") == "fairseq-hydra-train" or (
+        spec is not None and spec.name == "fairseq_cli.hydra_train"
+    ):
+        raise UsageError(
+            "fairseq-hydra-train cannot run altsg_fairseq (hydra builds fairseq's configs before it imports "
+            "a --user-dir): use fairseq-train with the same settings as flags (docs/flags.md, docs/cluster.md)"
         )

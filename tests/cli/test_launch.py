@@ -213,3 +213,24 @@ def test_two_torchrun_nodes_train_as_one_job(sample_bin, tmp_path, rendezvous):
     first = next(out for _, out in outs if records(out, "train_inner"))
     assert all(r["bsz"] == "4" for r in records(first, "train_inner"))  # one job of 2 x 2 rows
     assert per_update(first) == hand
+
+
+def test_fairseq_hydra_train_with_the_plugin_is_one_line(sample_bin, tmp_path):
+    """hydra composes fairseq's configs before fairseq imports a --user-dir: the plugin's configs
+    cannot take part, so it stops where it is imported, with a pointer to fairseq-train."""
+    from helpers import USER_DIR
+
+    proc = run_cli(
+        "fairseq-hydra-train",
+        f"common.user_dir={USER_DIR}",
+        "++task._name=alternating_lm",
+        f"++task.data={sample_bin}",
+        "++model._name=qrnn_lm",
+        "++criterion._name=synthetic_gradient_lm",
+        "common.cpu=true",
+        f"checkpoint.save_dir={tmp_path}",
+        check=False,
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("altsg_fairseq: error: fairseq-hydra-train cannot run altsg_fairseq"), last
