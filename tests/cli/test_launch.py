@@ -230,6 +230,7 @@ def test_fairseq_hydra_train_with_the_plugin_is_one_line(sample_bin, tmp_path):
         "common.cpu=true",
         f"checkpoint.save_dir={tmp_path}",
         check=False,
+        cwd=tmp_path,  # hydra writes its .hydra/ and log where it runs
     )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
