@@ -132,7 +132,6 @@ def check_spawn(cfg) -> None:
     if (
         torch.cuda.device_count() == 0
         and cfg.distributed_init_method is not None
-        and cfg.distributed_world_size > 1
         and not cfg.distributed_no_spawn
         and not getattr(cfg, "tpu", False)
     ):
@@ -162,10 +161,11 @@ def _one_worker_per_process(cfg, world: int, rank: int, init_method: str, launch
 
 
 def _slurm_tasks() -> int:
-    """The tasks of the Slurm job step this process is one of (srun sets SLURM_PROCID; 0 outside a step)."""
-    if "SLURM_PROCID" not in os.environ:
+    """The tasks of the srun job step this process is one of (0 outside one: a batch script that runs
+    fairseq-train itself is one process, whatever --ntasks the job has)."""
+    if "SLURM_PROCID" not in os.environ or "SLURM_STEP_NUM_TASKS" not in os.environ:
         return 0
-    return int(os.environ.get("SLURM_STEP_NUM_TASKS") or os.environ.get("SLURM_NTASKS") or 1)
+    return int(os.environ["SLURM_STEP_NUM_TASKS"])
 
 
 def _slurm_on_cpus(cfg) -> None:
@@ -179,15 +179,21 @@ def _slurm_on_cpus(cfg) -> None:
             f"(SLURM_NTASKS): one worker per task; leave --distributed-world-size out or make them agree"
         )
     nodes = os.environ.get("SLURM_STEP_NODELIST") or os.environ.get("SLURM_JOB_NODELIST")
-    try:
-        hosts = subprocess.run(
-            ["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, check=True, timeout=60
-        ).stdout.split()
-    except (OSError, subprocess.SubprocessError) as e:
+    hosts, why = [], "SLURM_STEP_NODELIST and SLURM_JOB_NODELIST are not set"
+    if nodes:
+        try:
+            hosts = subprocess.run(
+                ["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, check=True, timeout=60
+            ).stdout.split()
+            why = f"scontrol show hostnames {nodes} printed none"
+        except (OSError, subprocess.SubprocessError) as e:
+            why = f"scontrol show hostnames {nodes}: {e}"
+    if not hosts:
         raise UsageError(
-            f"Slurm job step of {tasks} tasks: cannot find its first node (scontrol show hostnames {nodes}: {e}); "
-            f"pass --distributed-init-method tcp://HOST:PORT naming it"
-        ) from None
+            f"Slurm job step of {tasks} tasks: cannot find its first node ({why}); launch the workers by hand "
+            f"(--distributed-init-method tcp://HOST:PORT --distributed-world-size {tasks} --distributed-rank "
+            f"$SLURM_PROCID --distributed-no-spawn) or with torchrun; see {LAUNCH_DOCS}"
+        )
     port = cfg.distributed_port
     if port <= 0:
         job = os.environ.get("SLURM_JOB_ID", "0") + os.environ.get("SLURM_ARRAY_TASK_ID", "")

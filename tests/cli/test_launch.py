@@ -115,10 +115,16 @@ def test_srun_with_another_world_size_stops_every_task_in_one_line(sample_bin, t
             {},
             "--distributed-init-method without --distributed-no-spawn on a machine without GPUs",
         ),
+        (
+            "init method alone",
+            ["--distributed-init-method", "tcp://127.0.0.1:29999"],
+            {},
+            "--distributed-init-method without --distributed-no-spawn on a machine without GPUs",
+        ),
         ("a GPU device id", ["--device-id", "1"], {}, "--device-id 1 names a GPU and this machine has none"),
         ("scontrol that fails", [], "failing-scontrol", "Slurm job step of 2 tasks: cannot find its first node"),
     ],
-    ids=["world-size-alone", "init-method-without-no-spawn", "gpu-device-id", "failing-scontrol"],
+    ids=["world-size-alone", "init-method-without-no-spawn", "init-method-alone", "gpu-device-id", "failing-scontrol"],
 )
 def test_a_launch_that_cannot_work_is_one_line(sample_bin, tmp_path, case, flags, env, message):
     if env == "failing-scontrol":
