@@ -36,20 +36,32 @@ def rank() -> int:
 
 def all_reduce_sum(tensor: torch.Tensor) -> None:
     """Sum ``tensor`` over the data-parallel workers, in place (nothing with one worker)."""
-    if world_size() > 1:
-        torch.distributed.all_reduce(tensor, group=distributed_utils.get_data_parallel_group())
+    _all_reduce(tensor, torch.distributed.ReduceOp.SUM)
 
 
 def all_reduce_max(value: int) -> int:
     """The largest of every worker's ``value`` (``value`` itself with one worker); a collective."""
-    if world_size() == 1:
-        return value
-    group = distributed_utils.get_data_parallel_group()
-    # NCCL reduces only GPU tensors
-    device = "cuda" if torch.distributed.get_backend(group) == "nccl" else "cpu"
-    tensor = torch.tensor([value], dtype=torch.int64, device=device)
-    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX, group=group)
+    tensor = torch.tensor([value], dtype=torch.int64)
+    _all_reduce(tensor, torch.distributed.ReduceOp.MAX)
     return int(tensor.item())
+
+
+def _all_reduce(tensor: torch.Tensor, op) -> None:
+    if world_size() == 1:
+        return
+    group = distributed_utils.get_data_parallel_group()
+    if tensor.device.type == "cpu" and torch.distributed.get_backend(group) == "nccl":
+        # NCCL reduces only GPU tensors: a copy on this worker's GPU, then back
+        on_gpu = tensor.cuda()
+        torch.distributed.all_reduce(on_gpu, op=op, group=group)
+        tensor.copy_(on_gpu)
+        return
+    torch.distributed.all_reduce(tensor, op=op, group=group)
+
+
+def barrier() -> None:
+    """Wait until every data-parallel worker is here (nothing with one worker)."""
+    all_reduce_max(0)
 
 
 def is_first_worker() -> bool:
@@ -176,7 +188,7 @@ def _slurm_on_cpus(cfg) -> None:
     if cfg.distributed_world_size not in (1, tasks):
         raise UsageError(
             f"--distributed-world-size {cfg.distributed_world_size}, but srun started {tasks} tasks "
-            f"(SLURM_NTASKS): one worker per task; leave --distributed-world-size out or make them agree"
+            f"(SLURM_STEP_NUM_TASKS): one worker per task; leave --distributed-world-size out or make them agree"
         )
     nodes = os.environ.get("SLURM_STEP_NODELIST") or os.environ.get("SLURM_JOB_NODELIST")
     hosts, why = [], "SLURM_STEP_NODELIST and SLURM_JOB_NODELIST are not set"

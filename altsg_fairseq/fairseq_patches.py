@@ -1,9 +1,9 @@
 """Every fairseq function the plugin replaces: what it adds, why fairseq needs it.
 
 Importing the plugin (``--user-dir altsg_fairseq``) calls ``install()``, which
-puts ``PATCHES`` in place. ``RUN_PATCHES`` replace functions of fairseq-train's
-own module, which only fairseq-train imports (importing it sets up logging for
-the whole process): they are in place only while a fairseq-train run of the
+puts ``PATCHES`` in place. ``RUN_PATCHES`` replace functions of the modules of
+fairseq-train and fairseq-eval-lm, which only those tools import (importing one
+sets up logging for the whole process): they are in place only while a run of the
 plugin's task, or a fairseq-eval-lm run, runs (``patching.in_place``; each
 list beside the run it serves, and named here). Each
 replacement calls fairseq's own function (``Patch.original``) and adds one

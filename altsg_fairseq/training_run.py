@@ -24,9 +24,11 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 from typing import List, Optional
 
+from fairseq import checkpoint_utils
 from fairseq.distributed import utils as distributed_utils
 
 from . import distributed
@@ -72,6 +74,8 @@ class Preemption:
     A context manager: entering installs a handler for each of ``signals``
     (only in the main thread, where Python runs handlers), leaving puts the
     previous handlers back. ``received`` is the first signal noted (None before).
+    The same signal a second time puts the previous handler back and sends it
+    again: a run that cannot reach its next update can still be stopped.
     """
 
     def __init__(self, signals: List[signal.Signals]):
@@ -88,13 +92,20 @@ class Preemption:
         return self
 
     def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
+        for sig in list(self._previous):
+            self._put_back(sig)
+
+    def _put_back(self, sig) -> None:
+        handler = self._previous.pop(sig)
+        # None: a handler set outside Python, which Python cannot set again; the default is the nearest
+        signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
     def _note(self, signum, frame) -> None:
         if self.received is None:
             self.received = signal.Signals(signum)
+        elif signum == self.received and signum in self._previous:
+            self._put_back(signum)
+            signal.raise_signal(signum)
 
     def agreed(self) -> Optional[signal.Signals]:
         """The signal any worker has noted (the highest number if several), the same on every
@@ -129,22 +140,26 @@ class TrainingRun:
         self.preemption.__exit__(*exc)
         self._patches.__exit__(*exc)
 
-    def after_update(self, cfg, trainer, epoch_itr, should_stop: bool) -> None:
-        """At every update boundary, on every worker: stop together if any worker got a stop signal."""
+    def after_update(self, cfg, trainer, epoch_itr, should_stop: bool, end_of_epoch: bool) -> None:
+        """At every update boundary, on every worker: stop together if any worker got a stop signal.
+
+        Not at an epoch's end: fairseq steps the lr scheduler with the epoch's validation loss after
+        it, which a resume cannot repeat; the run stops at the next update (and a run whose last epoch
+        this was ends as usual)."""
         received = self.preemption.agreed()
-        if received is None or should_stop:  # a run that ends here anyway has saved and ends as usual
+        if received is None or should_stop or end_of_epoch:  # a run that ends here saves and ends as usual
             return
         updates = trainer.get_num_updates()
-        if cfg.checkpoint.no_save:
-            where = "nothing saved (--no-save): the next run starts afresh"
+        if cfg.checkpoint.no_save or cfg.checkpoint.no_last_checkpoints:
+            flag = "--no-save" if cfg.checkpoint.no_save else "--no-last-checkpoints"
+            where = f"nothing saved ({flag}): the next run starts from the last checkpoint written before, if any"
         else:
-            from fairseq import checkpoint_utils
-
             checkpoint_utils.save_checkpoint(cfg.checkpoint, trainer, epoch_itr, None)
             where = (
                 f"{os.path.join(cfg.checkpoint.save_dir, 'checkpoint_last.pt')} saved: "
                 f"the same command continues from there"
             )
+        distributed.barrier()  # no worker exits (and has a launcher stop the others) before the file is written
         logger.warning(f"stopped on {received.name} after update {updates}; {where} (exit status {EXIT_STATUS})")
         if self.cfg.task.requeue and distributed.is_first_worker():
             requeue()
@@ -173,7 +188,7 @@ def validate_and_save(cfg, trainer, task, epoch_itr, valid_subsets, end_of_epoch
     valid_losses, should_stop = RUN_PATCHES[0].original(cfg, trainer, task, epoch_itr, valid_subsets, end_of_epoch)
     run = TrainingRun.current()
     if run is not None:
-        run.after_update(cfg, trainer, epoch_itr, should_stop)
+        run.after_update(cfg, trainer, epoch_itr, should_stop, end_of_epoch)
     return valid_losses, should_stop
 
 
@@ -201,6 +216,14 @@ def call_main(cfg, main, **kwargs):
     """fairseq's start of a CLI's work on each worker: with the plugin's task, fairseq-train's runs as a
     TrainingRun and fairseq-eval-lm's sums its figures over the processes."""
     program = getattr(main, "__module__", None)
+    if program == "__main__":  # python -m fairseq_cli.train: its functions are not the module the patches reach
+        program = getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", program)
+        if (
+            program in ("fairseq_cli.train", "fairseq_cli.eval_lm")
+            and getattr(cfg.task, "_name", None) == "alternating_lm"
+        ):
+            tool = "fairseq-train" if program.endswith("train") else "fairseq-eval-lm"
+            raise UsageError(f"python -m {program} with alternating_lm: run {tool} instead (the same flags)")
     distributed.check_spawn(cfg.distributed_training)
     if getattr(cfg.task, "_name", None) == "alternating_lm":
         if program == "fairseq_cli.train":

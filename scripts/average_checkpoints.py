@@ -58,9 +58,14 @@ def load(path):
     loader would turn its configuration into omegaconf objects, which a safe load of the averaged
     file could not read); one line when unreadable."""
     try:
-        return torch.load(path, map_location="cpu")
+        state = torch.load(path, map_location="cpu")
     except Exception as e:  # a truncated or foreign file
         raise AverageError(f"cannot read checkpoint {path} ({type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise AverageError(f"{path} is not a fairseq checkpoint (no model weights in it)")
+    if not all(torch.is_tensor(v) for k, v in state["model"].items() if k != EXTRA_STATE):
+        raise AverageError(f"{path}: its model state holds values that are not tensors")
+    return state
 
 
 def average(states):
@@ -97,6 +102,8 @@ def main(argv=None) -> int:
     parser.add_argument("--output", required=True, help="where to write the averaged checkpoint")
     args = parser.parse_args(argv)
     try:
+        if args.last < 0:
+            raise AverageError(f"--last {args.last}: give a number of checkpoints, 1 or more")
         paths = inputs_of(args.inputs, args.last)
         if len(paths) < 1:
             raise AverageError("no inputs")

@@ -106,6 +106,12 @@ def eval_main(main, cfg, **kwargs):
     --num-shards without several processes scores one shard: said in one line."""
     shards, shard = cfg.dataset.num_shards, cfg.dataset.shard_id
     processes = cfg.distributed_training.distributed_world_size
+    if processes > 1 and cfg.common_eval.post_process:
+        # fairseq then scores words, not tokens, and does not say how many: the sum would be wrong
+        raise UsageError(
+            f"--post-process {cfg.common_eval.post_process} with {processes} processes: score on one process "
+            f"(the figures of several are summed per token)"
+        )
     if shards > 1 and processes > 1:
         raise UsageError(
             f"--num-shards {shards} with {processes} processes: the processes already share the rows "

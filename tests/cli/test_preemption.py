@@ -164,15 +164,22 @@ print("same" if after == before and after[1] is mine else f"changed: {{before}} 
 
 
 @pytest.mark.slow
-def test_torchrun_forwards_sigterm_and_the_workers_save(sample_bin, tmp_path):
-    """Under torchrun the agent gets the signal and sends SIGTERM to its workers (killing them 30 s
-    later): they save at one update and exit 75; the same torchrun command continues exactly."""
+@pytest.mark.parametrize(
+    "sig, agent_flags",
+    [(signal.SIGTERM, []), (signal.SIGUSR1, ["--signals-to-handle", "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"])],
+    ids=["SIGTERM", "SIGUSR1-added-to-the-agent's"],
+)
+def test_torchrun_forwards_the_signal_and_the_workers_save(sample_bin, tmp_path, sig, agent_flags):
+    """Under torchrun the agent gets the signal and sends it to its workers (killing them 30 s
+    later); it handles SIGTERM, SIGINT, SIGHUP and SIGQUIT, and others named by --signals-to-handle
+    (SIGUSR1 would kill the agent itself). The workers save at one update and exit 75; the same
+    torchrun command continues exactly."""
     args = [sample_bin, *FLAGS, "--batch-size", "5"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
 
     def torchrun(save, sig=None):
         log = open(tmp_path / f"{save}.log", "w+")
-        command = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port())]
+        command = [str(BIN / "torchrun"), *agent_flags, "--nproc_per_node", "2", "--master_port", str(free_port())]
         proc = subprocess.Popen(
             [*command, str(BIN / "fairseq-train"), *map(str, args), "--save-dir", str(tmp_path / save)],
             cwd=REPO,
@@ -194,8 +201,28 @@ def test_torchrun_forwards_sigterm_and_the_workers_save(sample_bin, tmp_path):
 
     code, out = torchrun("straight")
     assert code == 0, out[-3000:]
-    code, out = torchrun("stopped", signal.SIGTERM)
-    assert code != 0 and out.count("stopped on SIGTERM after update") == 2, out[-3000:]
+    code, out = torchrun("stopped", sig)
+    assert code != 0 and out.count(f"stopped on {sig.name} after update") == 2, out[-3000:]
     code, out = torchrun("stopped")
     assert code == 0, out[-3000:]
     assert_same_checkpoint(tmp_path / "straight", tmp_path / "stopped")
+
+
+def test_the_same_signal_twice_goes_to_the_handler_before_the_run():
+    """The first stop signal is noted (the run stops at its next update); a second one of the same
+    kind puts the earlier handler back and sends it again (a run stuck before its next update can
+    still be stopped); leaving puts every earlier handler back."""
+    from altsg_fairseq.training_run import Preemption
+
+    calls = []
+    before = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))
+    try:
+        mine = signal.getsignal(signal.SIGUSR2)
+        with Preemption([signal.SIGUSR2, signal.SIGUSR1]) as preemption:
+            signal.raise_signal(signal.SIGUSR2)
+            assert preemption.received == signal.SIGUSR2 and calls == []
+            signal.raise_signal(signal.SIGUSR2)
+            assert calls == [signal.SIGUSR2] and signal.getsignal(signal.SIGUSR2) is mine
+        assert signal.getsignal(signal.SIGUSR2) is mine and signal.getsignal(signal.SIGUSR1) is not None
+    finally:
+        signal.signal(signal.SIGUSR2, before)
