@@ -33,7 +33,9 @@ ENTRIES = {
     "fairseq-preprocess": "fairseq_cli.preprocess",
 }
 # variables read only after the plugin is imported, or never by torch/fairseq at import time
-FORKABLE = ("ALTSG_", "WANDB_")
+# (pytest sets PYTEST_CURRENT_TEST anew for every test: without it here, every test but the
+# server's first would start a fresh interpreter)
+FORKABLE = ("ALTSG_", "WANDB_", "PYTEST_CURRENT_TEST")
 
 
 def run_child(request, answer_fd, modules):

@@ -90,6 +90,7 @@ def perplexity(proc):
     return float(re.search(r"Perplexity: ([0-9.]+)", proc.stdout + proc.stderr).group(1))
 
 
+@pytest.mark.slow  # bf16 training stays in the default suite
 def test_evaluation_and_generation_in_bfloat16(bf16_runs, sample_bin):
     root, _, _ = bf16_runs
     checkpoint = root / "straight" / "checkpoint_last.pt"

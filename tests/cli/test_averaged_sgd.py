@@ -114,7 +114,8 @@ def test_validations_in_the_middle_of_an_epoch_do_not_count(straight, short_bin,
         )  # the log rounds to 3 decimals
 
 
-@pytest.mark.parametrize("stop", [pytest.param(12, marks=pytest.mark.slow), 30], ids=["before-switch", "after-switch"])
+@pytest.mark.slow  # the default suite keeps the switch and the mid-epoch validations; exact resume: test_resume.py
+@pytest.mark.parametrize("stop", [12, 30], ids=["before-switch", "after-switch"])
 def test_resumed_equals_straight(straight, short_bin, tmp_path, stop):
     save, log = straight
     first = run(short_bin, tmp_path, "--max-update", str(stop))

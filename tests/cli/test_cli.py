@@ -50,6 +50,7 @@ def test_eval_lm_matches_validation_of_training(trained, sample_bin):
     assert tokens == 10 * (n // 10 - 1)
 
 
+@pytest.mark.slow  # eval-lm's own checks stay in the default suite
 def test_eval_lm_batch_sizes_differ_only_at_row_boundaries(trained, sample_bin):
     save, _ = trained
     one, n1 = eval_lm(

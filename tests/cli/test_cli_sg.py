@@ -61,6 +61,7 @@ def test_resume_continues_phase_cycle_and_synthesizer(sg_run):
     assert start_of_resume < start_of_first / 10
 
 
+@pytest.mark.slow  # the phases test stays in the default suite
 def test_eval_lm_ignores_the_synthesizer(sg_run, sample_bin, tmp_path):
     """The --use-sg checkpoint scores the test text exactly as the same one whose synthesizer is all NaN."""
     save, _, _ = sg_run

@@ -183,6 +183,7 @@ def test_the_checkpoint_holds_every_row_and_the_token_position(sample_bin, tmp_p
     assert not torch.equal(extra["carried"][0][0][:2], extra["carried"][0][0][2:])  # both workers' rows
 
 
+@pytest.mark.slow  # the default suite keeps 2 workers == 1
 def test_changed_bptt_continues_at_the_same_token_and_changed_rows_stop(sample_bin, tmp_path):
     flags = [
         sample_bin,
@@ -215,6 +216,7 @@ def test_changed_bptt_continues_at_the_same_token_and_changed_rows_stop(sample_b
     assert "this run has 6" in last and "--reset-dataloader" in last
 
 
+@pytest.mark.slow  # the default suite keeps 2 workers == 1
 def test_changed_flags_are_reported_and_curves_kept_apart(sample_bin, tmp_path):
     flags = [
         sample_bin,
@@ -248,6 +250,7 @@ def test_changed_flags_are_reported_and_curves_kept_apart(sample_bin, tmp_path):
     assert "altsg_fairseq: error: the checkpoint's model is not this one" in proc.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow  # the default suite keeps 2 workers == 1
 def test_torchrun_on_cpus_equals_the_hand_launch(sample_bin, tmp_path):
     flags = [
         sample_bin,

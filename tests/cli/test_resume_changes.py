@@ -62,7 +62,11 @@ CHANGES = [
 ]
 
 
-@pytest.mark.parametrize("case,flags,message", CHANGES, ids=[c[0] for c in CHANGES])
+@pytest.mark.parametrize(
+    "case,flags,message",
+    # the default suite runs the optimizer (the AWD workflow); the other changes are slow tests
+    [pytest.param(*c, id=c[0], marks=() if c[0] == "optimizer" else pytest.mark.slow) for c in CHANGES],
+)
 def test_a_change_that_cannot_resume_is_one_line_before_anything_changes(
     sample_bin, stopped, tmp_path, case, flags, message
 ):

@@ -256,8 +256,15 @@ SPLITS_WITHOUT_TEXT = [
 ]
 
 
+# the default suite runs the empty split; the other kinds are slow tests
+WITHOUT_TEXT_CASES = [
+    pytest.param(*case, id=case[0], marks=() if case[0] == "empty" else pytest.mark.slow)
+    for case in SPLITS_WITHOUT_TEXT
+]
+
+
 @pytest.mark.parametrize("role", ["train", "valid"])
-@pytest.mark.parametrize("case,split,rows,message", SPLITS_WITHOUT_TEXT, ids=[c[0] for c in SPLITS_WITHOUT_TEXT])
+@pytest.mark.parametrize("case,split,rows,message", WITHOUT_TEXT_CASES)
 def test_training_on_a_split_without_text(thin_splits, tmp_path, role, case, split, rows, message):
     """fairseq-train: ValueError: cannot mmap an empty file (a traceback) for an empty split; a split of
     blank lines trained or validated on end-of-line tokens alone. Now each is one line, nothing saved."""
@@ -284,7 +291,7 @@ def test_training_on_a_split_without_text(thin_splits, tmp_path, role, case, spl
     assert not any(tmp_path.glob("*.pt"))
 
 
-@pytest.mark.parametrize("case,split,rows,message", SPLITS_WITHOUT_TEXT, ids=[c[0] for c in SPLITS_WITHOUT_TEXT])
+@pytest.mark.parametrize("case,split,rows,message", WITHOUT_TEXT_CASES)
 def test_evaluating_a_split_without_text(trained, thin_splits, case, split, rows, message):
     """fairseq-eval-lm --gen-subset: the same traceback for an empty split; blank lines were scored (a
     perplexity of end-of-line tokens). Now one line each."""

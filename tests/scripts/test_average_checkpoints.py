@@ -30,10 +30,9 @@ def two_checkpoints(sample_bin, tmp_path_factory):
 
 
 def scores(data, checkpoint):
-    return eval_lm_scores(
-        run_cli("fairseq-eval-lm", data, *PLUGIN, "--path", checkpoint, "--gen-subset", "valid", "--batch-size", 4,
-                "--cpu").stderr
-    )  # fmt: skip
+    proc = run_cli("fairseq-eval-lm", data, *PLUGIN, "--path", checkpoint, "--gen-subset", "valid", "--batch-size", 4,
+                   "--cpu")  # fmt: skip
+    return eval_lm_scores(proc.stdout + proc.stderr)
 
 
 def test_copies_of_one_checkpoint_score_as_it_and_two_average_to_their_mean(sample_bin, two_checkpoints, tmp_path):
@@ -52,6 +51,7 @@ def test_copies_of_one_checkpoint_score_as_it_and_two_average_to_their_mean(samp
     scores(sample_bin, tmp_path / "both.pt")  # fairseq-eval-lm reads it
 
 
+@pytest.mark.slow  # the averaging itself stays in the default suite
 def test_inputs_that_are_not_one_model_are_one_line(sample_bin, two_checkpoints, tmp_path):
     save, a, _ = two_checkpoints
     other = tmp_path / "other"

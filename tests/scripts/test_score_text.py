@@ -50,6 +50,7 @@ def test_the_whole_file_equals_eval_lm_on_the_binarized_split(trained, sample_bi
     assert "0 outside the dictionary" in out.splitlines()[0]  # the dictionary was made from this text
 
 
+@pytest.mark.slow  # the whole-file score stays in the default suite
 def test_per_line_scores_are_the_hubs_and_each_line_alone(trained, sample_bin, tmp_path):
     save, _ = trained
     lines = ["the city of london", "in 1990 , the qzxv flarble won", ""]
@@ -105,6 +106,7 @@ def test_per_line_scores_are_the_hubs_and_each_line_alone(trained, sample_bin, t
     assert -float(rows[0][1]) / 5 == pytest.approx(bits_per_token, abs=1e-3)
 
 
+@pytest.mark.slow  # the whole-file score stays in the default suite
 def test_word_scores_and_mistakes(trained, sample_bin, tmp_path):
     import shutil
 

@@ -67,6 +67,7 @@ def test_binarized_subwords_are_pieces_plus_one_eos_per_line(spm_data):
     assert f"{sum(len(p.split()) + 1 for p in pieces):>11,} subword tokens" in proc.stdout
 
 
+@pytest.mark.slow  # the subword data tests stay in the default suite
 def test_train_eval_and_word_level_perplexity(spm_data, tmp_path):
     text, bin_dir, _ = spm_data
     run_cli(

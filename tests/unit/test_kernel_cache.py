@@ -88,6 +88,7 @@ def test_an_unwritable_cache_dir_on_a_read_only_install_without_a_home(install):
     assert second["hits"] == first["misses"] and second["misses"] == 0
 
 
+@pytest.mark.slow  # the default suite keeps the unwritable install's fallback
 def test_no_folder_at_all_compiles_without_a_cache(install):
     (install / "site" / "kern" / "__pycache__").write_text("")
     env = {"NUMBA_CACHE_DIR": str(install / "a-file" / "cache"), "HOME": str(install / "a-file" / "home")}
@@ -109,6 +110,7 @@ def filled_cache(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # the default suite keeps the unwritable install's fallback
 @pytest.mark.parametrize(
     "files,keep", [("*.nbi", 0), ("*.nbi", 0.5), ("*.nbc", 0.5)], ids=["index-empty", "index-cut", "data-cut"]
 )

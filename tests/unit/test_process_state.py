@@ -36,7 +36,10 @@ print("ok", threads)
 """
 
 
-@pytest.mark.parametrize("threads,how", [(1, "env"), (1, "api"), (2, "env")])
+@pytest.mark.parametrize(
+    "threads,how",
+    [pytest.param(1, "env", marks=pytest.mark.slow), pytest.param(1, "api", marks=pytest.mark.slow), (2, "env")],
+)
 def test_forward_and_backward_keep_the_thread_count(threads, how):
     """OMP_NUM_THREADS=N (or torch.set_num_threads(N)) stays N after every core
     type and synthesizer, forward and backward, has run."""
