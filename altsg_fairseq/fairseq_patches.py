@@ -36,7 +36,8 @@ PATCHES = (
         "load_checkpoint_to_cpu",
         checkpoint_io.load_checkpoint_to_cpu,
         ("path", "arg_overrides", "load_on_all_ranks"),
-        "a truncated or foreign checkpoint file: one line instead of a traceback",
+        "a truncated or foreign checkpoint file: one line instead of a traceback, sent to every worker where "
+        "the first loads alone",
     ),
     Patch(
         checkpoint_utils,
@@ -51,7 +52,7 @@ PATCHES = (
         checkpoint_io.load_checkpoint,
         ("cfg", "trainer", "passthrough_args"),
         "fairseq-train's resume: a --restore-file that names no file is one line (fairseq would start afresh); "
-        "the run state knows it is resuming (flags compared, curves kept apart)",
+        "the run state knows it is resuming (flags compared, curves kept apart); a finished run does nothing",
     ),
     Patch(
         checkpoint_utils,
@@ -80,16 +81,17 @@ PATCHES = (
         "infer_init_method",
         distributed.infer_init_method,
         ("cfg", "force_distributed"),
-        "torchrun on machines without GPUs (one gloo worker per process), and --bf16/--tpu without torch_xla "
-        "refused before fairseq spawns XLA processes",
+        "torchrun and srun on machines without GPUs (one gloo worker per process), launches that cannot work "
+        "there refused in one line, and --bf16/--tpu without torch_xla refused before fairseq spawns XLA processes",
     ),
     Patch(
         distributed_utils,
         "call_main",
         training_run.call_main,
         ("cfg", "main", "kwargs"),
-        "fairseq-train with the plugin's task runs each worker's main inside a TrainingRun: stop signals noted "
-        "and agreed on, a peer that stopped reported in one line",
+        "fairseq-train with the plugin's task runs each worker's main inside a TrainingRun (stop signals noted "
+        "and agreed on, a peer that stopped reported in one line), fairseq-eval-lm sums over its processes, and an "
+        "init method fairseq would start no process for on a CPU is one line",
     ),
 )
 
