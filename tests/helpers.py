@@ -50,6 +50,26 @@ TRAIN_FLAGS = [
 ]
 
 
+# every dropout and weight drop off: fairseq seeds every worker alike, so masks drawn per worker
+# could not equal one worker's masks over all rows
+NO_DROPOUT = ["--dropout", "0", "--dropout-hidden", "0", "--dropout-input", "0", "--dropout-embed", "0"]
+NO_DROPOUT += ["--weight-drop", "0"]
+# a small model over short windows, for runs that only need a few real updates
+TINY = ["--embed-dim", "32", "--hidden-dim", "32", "--bptt", "20"]
+# short epochs: train on the sample's valid split, validate on its test split
+SHORT_EPOCHS = ["--train-subset", "valid", "--valid-subset", "test"]
+
+
+def binarize_with(dictionary, destdir, trainpref, validpref=None):
+    """fairseq-preprocess of text files with a given dict.txt (the sample's, for its vocabulary);
+    returns the CompletedProcess. ``validpref`` may name several files, comma-separated."""
+    valid = ["--validpref", validpref] if validpref else []
+    return run_cli(
+        "fairseq-preprocess", "--only-source", "--srcdict", dictionary, "--trainpref", trainpref, *valid,
+        "--destdir", destdir,
+    )  # fmt: skip
+
+
 def run_cli(tool, *args, cwd=None, check=True, env=None, input=None):
     """Run one of fairseq's console scripts from this venv; returns the CompletedProcess.
 

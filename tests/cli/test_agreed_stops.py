@@ -7,16 +7,11 @@ import hashlib
 
 import pytest
 
-from helpers import TRAIN_FLAGS, records, run_cli, run_workers
+from helpers import TINY, TRAIN_FLAGS, records, run_cli, run_workers
 
 FLAGS = [
     *TRAIN_FLAGS,
-    "--embed-dim",
-    "32",
-    "--hidden-dim",
-    "32",
-    "--bptt",
-    "20",
+    *TINY,
     "--batch-size",
     "5",
     "--use-sg",

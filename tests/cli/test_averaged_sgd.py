@@ -6,7 +6,7 @@ equals the straight run (paper mode: synthetic phases)."""
 import pytest
 import torch
 
-from helpers import SAMPLE, TRAIN_FLAGS, per_update, records, run_cli
+from helpers import SAMPLE, TRAIN_FLAGS, binarize_with, per_update, records, run_cli
 
 # lr 30 as AWD, on a short corpus (8 updates an epoch) whose validation losses rise now and then
 FLAGS = [
@@ -38,18 +38,7 @@ def short_bin(sample_bin, tmp_path_factory):
     (text / "train.txt").write_text("".join((SAMPLE / "valid.txt").read_text().splitlines(True)[:60]))
     (text / "valid.txt").write_text("".join((SAMPLE / "test.txt").read_text().splitlines(True)[:30]))
     data = tmp_path_factory.mktemp("short-bin")
-    run_cli(
-        "fairseq-preprocess",
-        "--only-source",
-        "--srcdict",
-        sample_bin / "dict.txt",
-        "--trainpref",
-        text / "train.txt",
-        "--validpref",
-        text / "valid.txt",
-        "--destdir",
-        data,
-    )
+    binarize_with(sample_bin / "dict.txt", data, text / "train.txt", text / "valid.txt")
     return data
 
 

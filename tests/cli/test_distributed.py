@@ -9,7 +9,18 @@ import subprocess
 import pytest
 import torch
 
-from helpers import BIN, REPO, TRAIN_FLAGS, free_port, per_update, records, run_cli, run_workers
+from helpers import (
+    BIN,
+    NO_DROPOUT,
+    REPO,
+    SHORT_EPOCHS,
+    TRAIN_FLAGS,
+    free_port,
+    per_update,
+    records,
+    run_cli,
+    run_workers,
+)
 
 # dropouts and noise 0: fairseq seeds every worker alike, so masks drawn per
 # worker could not equal one worker's masks over all rows
@@ -18,16 +29,7 @@ EXACT = [
     "valid",
     "--valid-subset",
     "test",
-    "--dropout",
-    "0",
-    "--dropout-hidden",
-    "0",
-    "--dropout-input",
-    "0",
-    "--dropout-embed",
-    "0",
-    "--weight-drop",
-    "0",
+    *NO_DROPOUT,
     "--embed-dim",
     "32",
     "--hidden-dim",
@@ -221,18 +223,8 @@ def test_changed_flags_are_reported_and_curves_kept_apart(sample_bin, tmp_path):
     flags = [
         sample_bin,
         *TRAIN_FLAGS,
-        "--train-subset",
-        "valid",
-        "--valid-subset",
-        "test",
-        "--embed-dim",
-        "16",
-        "--hidden-dim",
-        "16",
-        "--batch-size",
-        "10",
-        "--bptt",
-        "70",
+        *SHORT_EPOCHS,
+        *["--embed-dim", "16", "--hidden-dim", "16", "--batch-size", "10", "--bptt", "70"],
         "--save-dir",
         tmp_path,
     ]

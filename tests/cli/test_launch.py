@@ -10,18 +10,24 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from helpers import TRAIN_FLAGS, finish_workers, free_port, per_update, records, run_cli, run_workers, start_workers
+from helpers import (
+    NO_DROPOUT,
+    TINY,
+    TRAIN_FLAGS,
+    finish_workers,
+    free_port,
+    per_update,
+    records,
+    run_cli,
+    run_workers,
+    start_workers,
+)
 
 FLAGS = [
     *TRAIN_FLAGS,
     "--train-subset",
     "valid",
-    "--embed-dim",
-    "32",
-    "--hidden-dim",
-    "32",
-    "--bptt",
-    "20",
+    *TINY,
     "--batch-size",
     "2",
     "--max-update",
@@ -34,16 +40,7 @@ FLAGS = [
     "1",
     "--sg-noise",
     "0",
-    "--dropout",
-    "0",
-    "--dropout-hidden",
-    "0",
-    "--dropout-input",
-    "0",
-    "--dropout-embed",
-    "0",
-    "--weight-drop",
-    "0",
+    *NO_DROPOUT,
 ]
 ONE_LINE_WITHIN = 60  # seconds
 

@@ -11,19 +11,14 @@ import sys
 import pytest
 import torch
 
-from helpers import BIN, REPO, TRAIN_FLAGS, finish_workers, free_port, per_update, start_workers, wait_for_update
+from helpers import BIN, REPO, TINY, TRAIN_FLAGS, finish_workers, free_port, per_update, start_workers, wait_for_update
 
 EXIT_STATUS = 75  # the documented status of a run stopped by a signal (os.EX_TEMPFAIL)
 # synthetic gradients on from the first epoch (--whenswitch 1 toggles them on at its start); an
 # epoch of the sample corpus is ~50 windows of 10 rows, so update 30 is mid-epoch
 FLAGS = [
     *TRAIN_FLAGS,
-    "--embed-dim",
-    "32",
-    "--hidden-dim",
-    "32",
-    "--bptt",
-    "20",
+    *TINY,
     "--use-sg",
     "--sg-type",
     "qrnn",

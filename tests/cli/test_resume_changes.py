@@ -7,22 +7,12 @@ import shutil
 import pytest
 import torch
 
-from helpers import TRAIN_FLAGS, records, run_cli
+from helpers import SHORT_EPOCHS, TRAIN_FLAGS, records, run_cli
 
 FLAGS = [
     *TRAIN_FLAGS,
-    "--train-subset",
-    "valid",
-    "--valid-subset",
-    "test",
-    "--embed-dim",
-    "16",
-    "--hidden-dim",
-    "16",
-    "--batch-size",
-    "10",
-    "--bptt",
-    "35",
+    *SHORT_EPOCHS,
+    *["--embed-dim", "16", "--hidden-dim", "16", "--batch-size", "10", "--bptt", "35"],
     "--max-valid-steps",  # validation (which writes curves.csv's row) on a few windows
     "3",
 ]

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from helpers import BIN, REPO, SAMPLE, TRAIN_FLAGS, run_cli
+from helpers import BIN, REPO, SAMPLE, TRAIN_FLAGS, binarize_with, run_cli
 
 EVAL = ["--user-dir", REPO / "altsg_fairseq", "--task", "alternating_lm", "--cpu"]
 
@@ -209,17 +209,11 @@ def thin_splits(sample_bin, tmp_path_factory):
     (text / "blank.txt").write_text("\n \n\t\n")
     (text / "short.txt").write_text(SHORT + "\n")
     data = tmp_path_factory.mktemp("thin-bin")
-    proc = run_cli(
-        "fairseq-preprocess",
-        "--only-source",
-        "--srcdict",
+    proc = binarize_with(
         sample_bin / "dict.txt",
-        "--trainpref",
-        text / "train.txt",
-        "--validpref",
-        f"{text / 'empty.txt'},{text / 'blank.txt'},{text / 'short.txt'}",
-        "--destdir",
         data,
+        text / "train.txt",
+        f"{text / 'empty.txt'},{text / 'blank.txt'},{text / 'short.txt'}",
     )
     # what fairseq-preprocess does with them: binarizes without a word of warning, the empty file into
     # an empty .bin, the blank lines into end-of-line tokens

@@ -6,21 +6,9 @@ import math
 import pytest
 import torch
 
-from helpers import build_from_flags, logged, window_sample
+from helpers import NO_DROPOUT, build_from_flags, logged, window_sample
 
 V, B, T = 30, 2, 6
-NO_DROPOUT = [
-    "--dropout",
-    "0",
-    "--dropout-hidden",
-    "0",
-    "--dropout-input",
-    "0",
-    "--dropout-embed",
-    "0",
-    "--weight-drop",
-    "0",
-]
 
 
 class Oracle:
