@@ -59,6 +59,15 @@ def _all_reduce(tensor: torch.Tensor, op) -> None:
     torch.distributed.all_reduce(tensor, op=op, group=group)
 
 
+def close_together() -> None:
+    """At the end of a run every worker reaches: wait for all, then close the process group, so
+    that no worker exits while another still holds its connections (gloo's threads then abort the
+    other process: "terminate called without an active exception", exit -6). Nothing without one."""
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def barrier() -> None:
     """Wait until every data-parallel worker is here (nothing with one worker)."""
     all_reduce_max(0)

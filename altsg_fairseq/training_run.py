@@ -196,13 +196,19 @@ def train_main(main, cfg, **kwargs):
     """fairseq-train's ``main`` on one worker, inside a ``TrainingRun``; a peer that stopped is one line."""
     with TrainingRun(cfg):
         try:
-            return main(cfg, **kwargs)
+            result = main(cfg, **kwargs)
+        except SystemExit as stop:
+            if stop.code in (0, EXIT_STATUS):  # a stop every worker agreed on (complete, or a stop signal)
+                distributed.close_together()
+            raise
         except RuntimeError as e:
             if not peer_gone(e):
                 raise
             raise UsageError(
                 f"worker {cfg.distributed_training.distributed_rank} stops: another worker of the run stopped first (its own line says why)"
             ) from None
+    distributed.close_together()
+    return result
 
 
 def peer_gone(error: RuntimeError) -> bool:

@@ -125,11 +125,7 @@ def eval_main(main, cfg, **kwargs):
         )
     with in_place(RUN_PATCHES):
         results = main(cfg, **kwargs)
-    if torch.distributed.is_initialized():
-        # every process done before any closes its connections: one that exits while another still
-        # holds them takes gloo's threads down with it ("terminate called without an active exception")
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    distributed.close_together()
     return results
 
 
