@@ -90,6 +90,7 @@ def sg_curves(sample_bin, tmp_path_factory):
     return save, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # a real run's curves; the default suite keeps the plots of written curves
 def test_real_run_writes_one_row_per_epoch(sg_curves):
     save, log = sg_curves
     path = save / "curves.csv"
@@ -132,6 +133,7 @@ def series(fig):
     return out
 
 
+@pytest.mark.slow  # as above
 def test_plot_of_the_real_run(sg_curves, tmp_path):
     save, _ = sg_curves
     out = tmp_path / "curves.png"

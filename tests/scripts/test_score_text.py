@@ -21,6 +21,7 @@ def score(*args, check=True):
     return proc
 
 
+@pytest.mark.slow  # score_text.py's runs are slow tests; eval-lm itself is in the default suite
 def test_the_whole_file_equals_eval_lm_on_the_binarized_split(trained, sample_bin):
     """The sample corpus's test text, scored as one stream, against fairseq-eval-lm --batch-size 1 on the test split."""
     save, _ = trained
