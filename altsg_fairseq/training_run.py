@@ -109,7 +109,10 @@ class Preemption:
 
     def agreed(self) -> Optional[signal.Signals]:
         """The signal any worker has noted (the highest number if several), the same on every
-        worker; None when none has. A collective with several workers: all must call it."""
+        worker; None when none has. A collective with several workers: all must call it (with
+        --stop-signals none, the same on every worker, there is nothing to agree on: no collective)."""
+        if not self.signals:
+            return None
         noted = self.received.value if self.received is not None else 0
         agreed = distributed.all_reduce_max(noted)
         return signal.Signals(agreed) if agreed else None
