@@ -1,6 +1,6 @@
 """One training step with and without the synthesizer, measured side by side.
 
-    python benchmarks/bench_step.py [--config paper|small] [--steps 4]
+    python benchmarks/bench_step.py [--config paper|small] [--steps 4] [--amp] [--threads N]
 
 ``paper``: the published model (qrnn_lm_ptb: 4 x 1550, emsize 400, 10,000
 words; batch 20, bptt 200) and the QRNN 50 x 1 synthesizer over its 121,000
@@ -11,7 +11,9 @@ optimiser steps on random tokens (adam_l2, as the recipes), through the
 task's train_step and optimizer_step. Three variants take turns, step by
 step (so that a drifting machine favours none): without the synthesizer,
 with it in a real phase (trained at s_0), in a synthetic phase (also
-injecting at s_T). Prints the median step times and the ratios.
+injecting at s_T). Prints the median step times and the ratios. ``--amp``:
+bfloat16 autocast, as fairseq-train's ``--amp --cpu`` (the synthesizer stays
+float32); ``--threads``: PyTorch's thread count (default: its own).
 """
 
 import argparse
@@ -35,7 +37,7 @@ CONFIGS = {
 VOCAB, ROWS = 10_000, 20
 
 
-def build(data_dir, config, use_sg):
+def build(data_dir, config, use_sg, amp):
     from fairseq import options, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.optim import build_optimizer
@@ -63,6 +65,7 @@ def build(data_dir, config, use_sg):
             "--cpu",
             *config["flags"],
             *(["--use-sg", *config["sg"]] if use_sg else []),
+            *(["--amp"] if amp else []),
         ],
     )
     cfg = convert_namespace_to_omegaconf(args)
@@ -97,7 +100,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", choices=list(CONFIGS), default="paper")
     parser.add_argument("--steps", type=int, default=4, help="timed steps of each variant (after one warm-up step)")
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (as --amp --cpu)")
+    parser.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: its own count)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     config = CONFIGS[args.config]
     sys.path.insert(0, REPO)
     with tempfile.TemporaryDirectory() as data_dir:
@@ -105,12 +112,13 @@ def main():
             f.writelines(f"w{i} 1\n" for i in range(VOCAB - 4))
         print(
             f"{args.config} configuration ({' '.join(config['flags'])}, {' '.join(config['sg'])}), "
-            f"batch {ROWS} x bptt {config['bptt']}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+            f"batch {ROWS} x bptt {config['bptt']}, {'bfloat16 autocast' if args.amp else 'float32'}, "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads"
         )
         torch.manual_seed(0)
-        without = build(data_dir, config, False)
+        without = build(data_dir, config, False, args.amp)
         torch.manual_seed(0)
-        with_sg = build(data_dir, config, True)
+        with_sg = build(data_dir, config, True, args.amp)
         variants = {"without": (without, False), "real phase": (with_sg, False), "synthetic phase": (with_sg, True)}
         times = {name: [] for name in variants}
         for i in range(args.steps + 1):
@@ -138,7 +146,8 @@ def main():
     seconds = []
     for _ in range(20):
         start = time.perf_counter()
-        task.dni._record(g_hat, g_true)
+        task.dni._window = dict.fromkeys(task.dni._sum_keys(width), torch.zeros((), dtype=torch.float64))
+        task.dni._record(g_hat, g_true, torch.ones(2))
         task.dni.pop_stats()
         seconds.append(time.perf_counter() - start)
     cost = statistics.median(seconds)

@@ -165,8 +165,11 @@ class Synthesizer(nn.Module):
         later = torch.ones_like(v)
         later[0] = 0
         columns = torch.stack([v, torch.cat([v.new_zeros(1), v[:-1]]), torch.ones_like(v), later, 1 - later], 1)
-        gates = columns @ rows.view(5, -1, hidden).transpose(0, 1)  # (3, N, hidden): each gate contiguous
-        h, cell = layer.pool(gates.unsqueeze(2).unbind(0), None if state is None else state.cell)
+        # one product per gate, each a tensor of its own (not a view: pool overwrites it with its
+        # activation), and no concatenation of the three gates' gradients in the backward pass
+        columns = columns.unsqueeze(1)  # (N, 1, 5): matmul gives (N, 1, hidden) without a view
+        gates = [columns @ part for part in rows.split(hidden, 1)]
+        h, cell = layer.pool(gates, None if state is None else state.cell, consume_gates=True)
         prev_x = (v[-1] * w + e).detach().unsqueeze(0)  # (1, hidden): the last x_t, as layer() keeps it
         return h, QRNNState(cell, prev_x)
 

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from . import forget_mult_cuda
+from .recycled_buffers import RecycledBuffers
 
 BACKENDS = ("auto", "reference", "cpu", "cuda")
 
@@ -68,7 +69,9 @@ def forget_mult_reference(f: Tensor, x: Tensor, h0: Optional[Tensor] = None) -> 
 
 class _NumbaKernels:
     """The compiled CPU kernels on (T, N) tensors: f and x float32/float64 or
-    bfloat16 (read as their bit patterns), h0 and c float32/float64."""
+    bfloat16 (read as their bit patterns), h0 and c float32/float64. The
+    states and the two gradients are written into recycled buffers (a fresh
+    large block is faulted in page by page: ``recycled_buffers.py``)."""
 
     def __init__(self):
         from . import forget_mult_cpu  # imports numba
@@ -76,6 +79,7 @@ class _NumbaKernels:
         self.impl = forget_mult_cpu
         self.reads = (torch.float32, torch.float64, torch.bfloat16)
         self.one_row_grad = True  # backward takes a (1, N) grad_c meaning the same row at every step
+        self.buffers = RecycledBuffers()
 
     @staticmethod
     def _array(t):
@@ -83,12 +87,13 @@ class _NumbaKernels:
         return t.view(torch.int16).numpy().view(np.uint16) if t.dtype == torch.bfloat16 else t.numpy()
 
     def forward(self, f, x, h0):
-        c = torch.empty(f.shape, dtype=h0.dtype)
+        c = self.buffers.empty(f.shape, h0.dtype)
         self.impl.run_columns(self.impl.forget_mult_forward, *f.shape, *map(self._array, (f, x, h0, c)))
         return c
 
     def backward(self, f, x, h0, c, grad_c):
-        grad_f, grad_x, grad_h0 = torch.empty_like(f), torch.empty_like(x), torch.empty_like(h0)
+        grad_f, grad_x = self.buffers.empty(f.shape, f.dtype), self.buffers.empty(x.shape, x.dtype)
+        grad_h0 = torch.empty_like(h0)
         self.impl.run_columns(
             self.impl.forget_mult_backward, *f.shape, *map(self._array, (f, x, h0, c, grad_c, grad_f, grad_x, grad_h0))
         )

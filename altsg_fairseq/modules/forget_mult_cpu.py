@@ -5,12 +5,13 @@ and ``x`` are float32 / float64, or bfloat16 passed as its uint16 bit
 patterns (NumPy has no bfloat16): a bfloat16 number is the upper half of a
 float32, so it is widened in registers and every state is computed and
 stored in float32; no float32 copy of the inputs is made. The backward
-accumulates the running gradient in float64 and writes the gradients of
-``f`` and ``x`` in their own dtype (bfloat16 rounded to nearest even).
+carries the running gradient in the states' dtype (float32 for bfloat16
+gates) and writes the gradients of ``f`` and ``x`` in their own dtype
+(bfloat16 rounded to nearest even).
 
-Each kernel walks columns ``[lo, hi)`` in blocks (a block's running state
-stays in cache) and, inside a block, walks time with the columns innermost
-(vectorised). ``run_columns`` splits the N columns over
+Each kernel walks columns ``[lo, hi)`` in blocks (one step's row of a
+block stays in cache for the next step) and, inside a block, walks time with
+the columns innermost (vectorised). ``run_columns`` splits the N columns over
 ``torch.get_num_threads()`` threads of a pool that this module owns (the
 kernels release the GIL): numba's own parallel backend would start an
 OpenMP runtime that shares state with PyTorch's and resets its thread count
@@ -36,7 +37,7 @@ from numba.extending import intrinsic, overload
 from .denormals import flushing_denormals
 from .kernel_cache import cached
 
-_BLOCK = 1024  # columns per block (its running state stays in cache)
+_BLOCK = 8192  # columns per block: its running state stays in cache, and each row's run is long enough to prefetch
 _MIN_COLUMNS_PER_THREAD = 256  # below this, splitting the columns costs more than it saves
 _MIN_WORK_PER_THREAD = 1 << 16  # elements (T * columns) a thread must get
 logging.getLogger("numba").setLevel(logging.WARNING)  # its compiler logs at DEBUG otherwise
@@ -107,14 +108,14 @@ def forget_mult_forward(f, x, h0, c, lo, hi):
     T = f.shape[0]
     for start in range(lo, hi, _BLOCK):
         stop = min(start + _BLOCK, hi)
-        state = h0[start:stop].copy()
         for t in range(T):
+            # the previous states are the row just written (in cache): one store per element, not two
+            prev = c[t - 1, start:stop] if t > 0 else h0[start:stop]
             f_t, x_t, c_t = f[t, start:stop], x[t, start:stop], c[t, start:stop]
             for j in range(stop - start):
                 # c + f (x - c) = f x + (1 - f) c, without the integer 1 (it would promote float32 to float64)
-                s = state[j]
-                state[j] = s + _load(f_t[j]) * (_load(x_t[j]) - s)
-                c_t[j] = state[j]
+                s = prev[j]
+                c_t[j] = s + _load(f_t[j]) * (_load(x_t[j]) - s)
 
 
 @cached

@@ -96,24 +96,34 @@ class QRNNLayer(nn.Module):
         prev_x = x[-1].detach() if self.window == 2 else None
         return h, QRNNState(cell, prev_x)
 
-    def pool(self, gates: Sequence[Tensor], cell: Optional[Tensor] = None):
+    def pool(self, gates: Sequence[Tensor], cell: Optional[Tensor] = None, consume_gates: bool = False):
         """fo-pooling of the gates' pre-activations.
 
         gates: the pre-activations of Z, F (and O), each (T, B, H): the linear
         map of the window's inputs; cell: (B, H) the previous cell state or
-        None (zeros). Returns (h (T, B, H) in the gates' dtype, c_T (B, H),
-        with graph); the cell states are float32 for half-precision gates.
+        None (zeros); consume_gates: the gates are the caller's own temporaries
+        (not views of one product, as ``forward``'s are), so the activations
+        overwrite them: one full-size allocation fewer per gate. Returns
+        (h (T, B, H) in the gates' dtype, c_T (B, H), with graph); the cell
+        states are float32 for half-precision gates.
         """
-        z = torch.tanh(gates[0])
-        f = torch.sigmoid(gates[1])
+        # tanh's and sigmoid's backward read their outputs, not their inputs: in place is exact
+        z, f = (
+            (gates[0].tanh_(), gates[1].sigmoid_())
+            if consume_gates
+            else (torch.tanh(gates[0]), torch.sigmoid(gates[1]))
+        )
         if self.zoneout > 0:
-            if self.training:
-                f = f * f.new_empty(f.shape).bernoulli_(1 - self.zoneout)
-            else:
-                f = f * (1 - self.zoneout)
+            keep = f.new_empty(f.shape).bernoulli_(1 - self.zoneout) if self.training else 1 - self.zoneout
+            # in place only without autograd: sigmoid's backward reads f as it was
+            f = f.mul_(keep) if consume_gates and not f.requires_grad else f * keep
         c = forget_mult(f, z, cell)  # float32 states, also from half-precision gates
-        # the output in the gates' dtype: under autocast the next matrix product reads bfloat16 anyway
-        h = torch.sigmoid(gates[2]) * c if self.output_gate else c
+        if self.output_gate:
+            o = gates[2].sigmoid_() if consume_gates else torch.sigmoid(gates[2])
+            # the output in the gates' dtype: under autocast the next matrix product reads bfloat16 anyway
+            h = o * c
+        else:
+            h = c
         return h.to(gates[0].dtype), c[-1]
 
     def extra_repr(self) -> str:

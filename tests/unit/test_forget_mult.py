@@ -6,7 +6,8 @@ from altsg_fairseq.modules.forget_mult import BackendUnavailable
 
 CUDA = torch.cuda.is_available()
 BACKENDS = ["cpu"] + (["cuda"] if CUDA else [])
-SHAPES = [(1, 1, 1), (1, 3, 4), (7, 1, 1), (33, 2, 5), (64, 3, 700), (300, 1, 50)]
+# (5, 3, 6000): 18,000 columns, two full blocks of the CPU kernels and a partial one
+SHAPES = [(1, 1, 1), (1, 3, 4), (7, 1, 1), (33, 2, 5), (64, 3, 700), (300, 1, 50), (5, 3, 6000)]
 
 
 def test_hand_computed_values():
