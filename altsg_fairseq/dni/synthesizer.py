@@ -149,7 +149,7 @@ class Synthesizer(nn.Module):
         = v_t (W1 w) + v_{t-1} (W2 w) + (W1 e + b) + W2 e, where x_{-1} is the last
         call's last input (zeros at first). So they are one product of the (N, 5)
         columns [v_t, v_{t-1}, 1, t > 0, t == 0] with five rows of 3 x hidden
-        numbers (one product per gate): the same values as layer(x, state), and
+        numbers: the same values as layer(x, state), and
         (N, 5) x (5, 3 hidden) work instead of (N, 2 hidden) x (2 hidden, 3 hidden).
         values: (N, 1). Returns (h (N, 1, hidden), QRNNState).
         """
@@ -165,11 +165,8 @@ class Synthesizer(nn.Module):
         later = torch.ones_like(v)
         later[0] = 0
         columns = torch.stack([v, torch.cat([v.new_zeros(1), v[:-1]]), torch.ones_like(v), later, 1 - later], 1)
-        # one product per gate, each a tensor of its own (not a view: pool overwrites it with its
-        # activation), and no concatenation of the three gates' gradients in the backward pass
-        columns = columns.unsqueeze(1)  # (N, 1, 5): matmul gives (N, 1, hidden) without a view
-        gates = [columns @ part for part in rows.split(hidden, 1)]
-        h, cell = layer.pool(gates, None if state is None else state.cell, consume_gates=True)
+        # the layer's gates, as its own map would give them: (N, 1, 5) inputs, (3 hidden, 5) weight
+        h, cell = layer.pool(columns.unsqueeze(1), rows.t(), None, None if state is None else state.cell)
         prev_x = (v[-1] * w + e).detach().unsqueeze(0)  # (1, hidden): the last x_t, as layer() keeps it
         return h, QRNNState(cell, prev_x)
 

@@ -20,7 +20,7 @@ comes from the environment variable ``ALTSG_FORGET_MULT``
 
 import os
 import warnings
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -91,12 +91,13 @@ class _NumbaKernels:
         self.impl.run_columns(self.impl.forget_mult_forward, *f.shape, *map(self._array, (f, x, h0, c)))
         return c
 
-    def backward(self, f, x, h0, c, grad_c):
+    def backward(self, f, x, h0, c, grad_c, grad_last=None):
+        """grad_last: the gradient at c_T besides grad_c's (N numbers), or None."""
         grad_f, grad_x = self.buffers.empty(f.shape, f.dtype), self.buffers.empty(x.shape, x.dtype)
         grad_h0 = torch.empty_like(h0)
-        self.impl.run_columns(
-            self.impl.forget_mult_backward, *f.shape, *map(self._array, (f, x, h0, c, grad_c, grad_f, grad_x, grad_h0))
-        )
+        grad_last = torch.zeros_like(h0) if grad_last is None else grad_last.to(h0.dtype).reshape(-1).contiguous()
+        arrays = (f, x, h0, c, grad_c, grad_last, grad_f, grad_x, grad_h0)
+        self.impl.run_columns(self.impl.forget_mult_backward, *f.shape, *map(self._array, arrays))
         return grad_f, grad_x, grad_h0
 
 
@@ -123,7 +124,11 @@ def _cpu_kernels(explicit: bool):
 
 
 class _CompiledForgetMult(torch.autograd.Function):
-    """Autograd around a kernel pair working on (T, N) contiguous tensors."""
+    """Autograd around a kernel pair working on (T, N) contiguous tensors. Outputs
+    (c (T, B, H), c_T (B, H)): the last state as a tensor of its own, whose gradient
+    the CPU kernels take as the carried gradient's start (``c[-1]``'s backward
+    would write a (T, B, H) block of zeros around it, and a carried state would
+    keep the whole block of states alive)."""
 
     @staticmethod
     def forward(ctx, kernels, f, x, h0, has_h0):
@@ -131,21 +136,40 @@ class _CompiledForgetMult(torch.autograd.Function):
         f2, x2, h02 = (t.contiguous().view(-1, B * H) for t in (f, x, h0))
         h02 = h02.view(B * H)
         c = kernels.forward(f2, x2, h02)
-        ctx.kernels, ctx.has_h0 = kernels, has_h0
+        ctx.kernels, ctx.has_h0, ctx.shape = kernels, has_h0, (T, B, H)
         ctx.save_for_backward(f2, x2, h02, c)
-        return c.view(T, B, H)
+        ctx.set_materialize_grads(False)
+        return c.view(T, B, H), c[-1].view(B, H).clone()
 
     @staticmethod
-    def backward(ctx, grad_c):
+    def backward(ctx, grad_c, grad_last):
         f2, x2, h02, c = ctx.saved_tensors
-        shape = tuple(grad_c.shape)
-        if getattr(ctx.kernels, "one_row_grad", False) and grad_c.stride(0) == 0:
+        kernels, shape = ctx.kernels, ctx.shape
+        one_row = getattr(kernels, "one_row_grad", False)
+        if grad_c is None:
+            grad_c = c.new_zeros((1, c.size(1)) if one_row else c.shape)
+        elif one_row and grad_c.stride(0) == 0:
             # the same gradient at every step (expanded from a sum or a mean): the CPU kernels read its one row
             grad_c = grad_c[:1].contiguous().view(1, -1)
         else:
             grad_c = grad_c.contiguous().view_as(c)
-        grad_f, grad_x, grad_h0 = ctx.kernels.backward(f2, x2, h02, c, grad_c)
+        if grad_last is None:
+            grads = kernels.backward(f2, x2, h02, c, grad_c)
+        elif one_row:  # the CPU kernels
+            grads = kernels.backward(f2, x2, h02, c, grad_c, grad_last)
+        else:
+            grad_c = grad_c.expand_as(c).clone()
+            grad_c[-1] += grad_last.reshape(-1)
+            grads = kernels.backward(f2, x2, h02, c, grad_c)
+        grad_f, grad_x, grad_h0 = grads
         return None, grad_f.view(shape), grad_x.view(shape), grad_h0.view(shape[1:]) if ctx.has_h0 else None, None
+
+
+def compiled_cpu_kernels(device: torch.device):
+    """The compiled CPU kernels (``forward``/``backward`` on (T, N) tensors, their
+    ``buffers``) when forget_mult would use them for tensors on ``device``, else None."""
+    kernels = _resolve(None, device)
+    return kernels if isinstance(kernels, _NumbaKernels) else None
 
 
 def _environment_backend() -> str:
@@ -211,11 +235,21 @@ def forget_mult(f: Tensor, x: Tensor, h0: Optional[Tensor] = None, backend: Opti
     gates (autocast) are accumulated and returned in float32, as the carried
     state is kept. ``backend``: see the module docstring.
     """
+    return forget_mult_with_last(f, x, h0, backend)[0]
+
+
+def forget_mult_with_last(
+    f: Tensor, x: Tensor, h0: Optional[Tensor] = None, backend: Optional[str] = None
+) -> Tuple[Tensor, Tensor]:
+    """``forget_mult``'s states c (T, B, H) and the last one, c_T (B, H), as a tensor
+    of its own: a gradient at c_T costs no (T, B, H) block (the CPU kernels start
+    their carried gradient with it), and keeping c_T does not keep c."""
     _check_inputs(f, x, h0)
     kept = state_dtype(f.dtype)
     kernels = _resolve(backend, f.device)
     if kernels is None:
-        return forget_mult_reference(f.to(kept), x.to(kept), None if h0 is None else h0.to(kept))
+        c = forget_mult_reference(f.to(kept), x.to(kept), None if h0 is None else h0.to(kept))
+        return c, c[-1]
     gate_dtype = torch.promote_types(f.dtype, x.dtype)
     if gate_dtype not in getattr(kernels, "reads", (torch.float32, torch.float64)):
         gate_dtype = kept

@@ -120,15 +120,16 @@ def forget_mult_forward(f, x, h0, c, lo, hi):
 
 @cached
 @numba.njit(nogil=True)
-def forget_mult_backward(f, x, h0, c, grad_c, grad_f, grad_x, grad_h0, lo, hi):
-    """Columns [lo, hi) of the gradients of sum(grad_c * c) with respect to f, x
-    (written in their dtype, as grad_f, grad_x) and h0 (grad_h0). grad_c is
-    (T, N), or (1, N): the same gradient at every step."""
+def forget_mult_backward(f, x, h0, c, grad_c, grad_last, grad_f, grad_x, grad_h0, lo, hi):
+    """Columns [lo, hi) of the gradients of sum(grad_c * c) + sum(grad_last * c_T)
+    with respect to f, x (written in their dtype, as grad_f, grad_x) and h0
+    (grad_h0). grad_c is (T, N), or (1, N): the same gradient at every step;
+    grad_last (N,) (zeros: none) starts the carried gradient."""
     T = f.shape[0]
     every_step = grad_c.shape[0] > 1
     for start in range(lo, hi, _BLOCK):
         stop = min(start + _BLOCK, hi)
-        carry = np.zeros(stop - start, dtype=c.dtype)
+        carry = grad_last[start:stop].copy()
         for t in range(T - 1, -1, -1):
             f_t, x_t, g_c = f[t, start:stop], x[t, start:stop], grad_c[t if every_step else 0, start:stop]
             prev = c[t - 1, start:stop] if t > 0 else h0[start:stop]

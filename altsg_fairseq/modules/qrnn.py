@@ -1,11 +1,11 @@
 """A quasi-recurrent layer (Bradbury et al., 2017), as used by AWD-QRNN."""
 
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
 
-from .forget_mult import forget_mult
+from .fo_pool import fo_pool
 from .regularizers import WeightDropLinear
 
 
@@ -91,40 +91,18 @@ class QRNNLayer(nn.Module):
             x_window = torch.cat([x, torch.cat([first, x[:-1]], 0)], 2)
         else:
             x_window = x
-        gates = self.linear(x_window).chunk(3 if self.output_gate else 2, dim=2)
-        h, cell = self.pool(gates, None if state is None else state.cell)
+        linear = self.linear
+        h, cell = self.pool(x_window, linear.dropped_weight(), linear.bias, None if state is None else state.cell)
         prev_x = x[-1].detach() if self.window == 2 else None
         return h, QRNNState(cell, prev_x)
 
-    def pool(self, gates: Sequence[Tensor], cell: Optional[Tensor] = None, consume_gates: bool = False):
-        """fo-pooling of the gates' pre-activations.
-
-        gates: the pre-activations of Z, F (and O), each (T, B, H): the linear
-        map of the window's inputs; cell: (B, H) the previous cell state or
-        None (zeros); consume_gates: the gates are the caller's own temporaries
-        (not views of one product, as ``forward``'s are), so the activations
-        overwrite them: one full-size allocation fewer per gate. Returns
-        (h (T, B, H) in the gates' dtype, c_T (B, H), with graph); the cell
-        states are float32 for half-precision gates.
-        """
-        # tanh's and sigmoid's backward read their outputs, not their inputs: in place is exact
-        z, f = (
-            (gates[0].tanh_(), gates[1].sigmoid_())
-            if consume_gates
-            else (torch.tanh(gates[0]), torch.sigmoid(gates[1]))
-        )
-        if self.zoneout > 0:
-            keep = f.new_empty(f.shape).bernoulli_(1 - self.zoneout) if self.training else 1 - self.zoneout
-            # in place only without autograd: sigmoid's backward reads f as it was
-            f = f.mul_(keep) if consume_gates and not f.requires_grad else f * keep
-        c = forget_mult(f, z, cell)  # float32 states, also from half-precision gates
-        if self.output_gate:
-            o = gates[2].sigmoid_() if consume_gates else torch.sigmoid(gates[2])
-            # the output in the gates' dtype: under autocast the next matrix product reads bfloat16 anyway
-            h = o * c
-        else:
-            h = c
-        return h.to(gates[0].dtype), c[-1]
+    def pool(self, x: Tensor, weight: Tensor, bias: Optional[Tensor], cell: Optional[Tensor] = None):
+        """The layer's gates and fo-pooling (``fo_pool.py``) from the window's inputs
+        x (T, B, I') with the gates' affine map ``weight`` (k * H, I'), ``bias``
+        (k * H) or None; cell: (B, H) the previous cell state or None (zeros).
+        Returns (h (T, B, H) in the gates' dtype, c_T (B, H), with graph); the
+        cell states are float32 for half-precision gates."""
+        return fo_pool(x, weight, bias, cell, self.zoneout, self.training, self.output_gate)
 
     def extra_repr(self) -> str:
         return (

@@ -53,8 +53,11 @@ class WeightDropLinear(nn.Linear):
         self.weight_dropout = weight_dropout
 
     def forward(self, x: Tensor) -> Tensor:
-        weight = F.dropout(self.weight, self.weight_dropout, self.training)
-        return F.linear(x, weight, self.bias)
+        return F.linear(x, self.dropped_weight(), self.bias)
+
+    def dropped_weight(self) -> Tensor:
+        """The weight one call uses: a fresh DropConnect mask applied in training, as is in evaluation."""
+        return F.dropout(self.weight, self.weight_dropout, self.training)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", weight_dropout={self.weight_dropout}"
