@@ -147,10 +147,11 @@ class Synthesizer(nn.Module):
         Its gates' pre-activations W [x_t; x_{t-1}] + b are affine in (v_t, v_{t-1}),
         as input_map maps one number: W1 (v_t w + e) + W2 (v_{t-1} w + e) + b
         = v_t (W1 w) + v_{t-1} (W2 w) + (W1 e + b) + W2 e, where x_{-1} is the last
-        call's last input (zeros at first). So they are one product of the (N, 5)
-        columns [v_t, v_{t-1}, 1, t > 0, t == 0] with five rows of 3 x hidden
-        numbers: the same values as layer(x, state), and
-        (N, 5) x (5, 3 hidden) work instead of (N, 2 hidden) x (2 hidden, 3 hidden).
+        call's last input (zeros at first). So they are the (N, 5) columns
+        [v_t, v_{t-1}, 1, t > 0, t == 0] times five rows of 3 x hidden numbers
+        (the layer's pool takes them as its inputs and weight): the same values as
+        layer(x, state), and (N, 5) x (5, 3 hidden) work instead of
+        (N, 2 hidden) x (2 hidden, 3 hidden).
         values: (N, 1). Returns (h (N, 1, hidden), QRNNState).
         """
         hidden = self.hidden

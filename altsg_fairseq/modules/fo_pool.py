@@ -19,12 +19,13 @@ Two paths, equal to float rounding (``tests/unit/test_fo_pool.py``):
   * composite: ``F.linear`` and PyTorch's element-wise operations under
     autograd (any device, dtype and autocast);
   * fused, for float32 / float64 on a CPU with the compiled forget-mult and
-    no autocast: one autograd function whose backward is written out. Each
-    gate is its own contiguous (T, B, H) block (one product per gate), the
-    activations overwrite the products, and every large intermediate lives
-    in the CPU kernels' recycled buffers (``recycled_buffers.py``): a fresh
-    large block is faulted in page by page, which cost the QRNN synthesizer,
-    whose element-wise work is most of its step, more than the work itself.
+    no autocast: one autograd function whose backward is written out (once
+    differentiable). Each gate is its own contiguous (T, B, H) block (one
+    product per gate), the activations overwrite the products, and the
+    forward's blocks and the backward's per-gate ones live in the CPU
+    kernels' recycled buffers (``recycled_buffers.py``): a fresh large block
+    is faulted in page by page, which cost the QRNN synthesizer, whose
+    element-wise work is most of its step, more than the work itself.
 """
 
 from typing import Optional, Tuple
@@ -32,6 +33,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .forget_mult import compiled_cpu_kernels, forget_mult_with_last
 
@@ -47,9 +49,14 @@ def fo_pool(
 ) -> Tuple[Tensor, Tensor]:
     """(h (T, B, H), c_T (B, H)) of the QRNN layer; see the module docstring."""
     gates = 3 if output_gate else 2
-    if weight.size(0) % gates:
+    if x.dim() != 3 or weight.dim() != 2 or weight.size(1) != x.size(2) or weight.size(0) % gates:
         raise ValueError(
-            f"fo_pool expects {gates} x H weight rows (Z, F{', O' if output_gate else ''}), got {weight.size(0)}"
+            f"fo_pool expects x (T, B, D) and a weight of {gates} x H rows (Z, F{', O' if output_gate else ''}) "
+            f"and D columns; got x {tuple(x.shape)} and weight {tuple(weight.shape)}"
+        )
+    if cell is not None and cell.shape != (x.size(1), weight.size(0) // gates):
+        raise ValueError(
+            f"fo_pool expects a cell of shape (B, H) = {(x.size(1), weight.size(0) // gates)}; got {tuple(cell.shape)}"
         )
     kernels = compiled_cpu_kernels(x.device)
     fused = (
@@ -82,7 +89,9 @@ def _composite(x, weight, bias, cell, zoneout, training, output_gate):
 
 
 class _FusedQRNN(torch.autograd.Function):
-    """fo_pool's fused path. keep: None, the evaluation factor 1 - p, or the training mask (T, B, H)."""
+    """fo_pool's fused path: x (T, B, D), weight (k * H, D), bias (k * H) or None, h0 (B, H) (zeros
+    when has_h0 is False), keep: None, the evaluation factor 1 - p, or the training mask (T, B, H);
+    kernels: the compiled CPU kernels (``forget_mult.compiled_cpu_kernels``). Returns (h, c_T)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, h0, keep, output_gate, kernels, has_h0):
@@ -106,18 +115,21 @@ class _FusedQRNN(torch.autograd.Function):
         if output_gate:
             o = gate(2).sigmoid_().view(T, B, H)
             h = torch.mul(o, c, out=empty((T, B, H), x.dtype))
-        ctx.keep, ctx.output_gate, ctx.kernels, ctx.has_h0 = keep, output_gate, kernels, has_h0
-        ctx.has_bias = bias is not None
-        ctx.save_for_backward(x, weight, h0, z, s, f, o, c)
+        ctx.output_gate, ctx.kernels, ctx.has_h0 = output_gate, kernels, has_h0
+        ctx.has_bias, ctx.mask = bias is not None, torch.is_tensor(keep)
+        ctx.factor = None if ctx.mask else keep  # the evaluation factor, or None
+        # saved, not kept on ctx: the mask goes with the other saved tensors once the backward has run
+        ctx.save_for_backward(x, weight, h0, z, s, f, o, c, keep if ctx.mask else None)
         ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not a block of zeros
-        # c_T as a tensor of its own: a carried state does not keep the whole block of states alive
+        # c_T as a tensor of its own: once the graph is gone a carried state does not keep c alive
         return h, c[-1].clone()
 
     @staticmethod
+    @once_differentiable  # the backward is written with out= operations and the compiled kernels
     def backward(ctx, grad_h, grad_last):
-        x, weight, h0, z, s, f, o, c = ctx.saved_tensors
+        x, weight, h0, z, s, f, o, c, mask = ctx.saved_tensors
         T, B, H = c.shape
-        keep, kernels = ctx.keep, ctx.kernels
+        keep, kernels = mask if ctx.mask else ctx.factor, ctx.kernels
         empty = kernels.buffers.empty
         # the gradient at every state through h (times O with an output gate); the kernel starts its
         # carried gradient with c_T's
@@ -125,6 +137,8 @@ class _FusedQRNN(torch.autograd.Function):
             grad_c = c.new_zeros((1, B * H))  # the CPU kernels read one row as every step's
         elif ctx.output_gate:
             grad_c = torch.mul(grad_h, o, out=empty((T, B, H), c.dtype)).view(T, -1)
+        elif grad_h.stride(0) == 0:  # the same at every step (from a sum or a mean): one row
+            grad_c = grad_h[:1].contiguous().view(1, -1)
         else:
             grad_c = grad_h.contiguous().view(T, -1)
         grad_f, grad_z, grad_h0 = kernels.backward(
@@ -151,7 +165,10 @@ class _FusedQRNN(torch.autograd.Function):
             grad_x = empty((T * B, rows.size(1)), x.dtype)
             for k, g in enumerate(grads):
                 w = weight[k * H : (k + 1) * H]
-                torch.mm(g, w, out=grad_x) if k == 0 else grad_x.addmm_(g, w)
+                if k == 0:
+                    torch.mm(g, w, out=grad_x)
+                else:
+                    grad_x.addmm_(g, w)
             grad_x = grad_x.view(x.shape)
         if ctx.needs_input_grad[1]:
             grad_weight = torch.cat([g.t().mm(rows) for g in grads])

@@ -25,6 +25,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from . import forget_mult_cuda
 from .recycled_buffers import RecycledBuffers
@@ -142,6 +143,7 @@ class _CompiledForgetMult(torch.autograd.Function):
         return c.view(T, B, H), c[-1].view(B, H).clone()
 
     @staticmethod
+    @once_differentiable  # the kernels compute the gradients outside autograd
     def backward(ctx, grad_c, grad_last):
         f2, x2, h02, c = ctx.saved_tensors
         kernels, shape = ctx.kernels, ctx.shape
@@ -241,9 +243,10 @@ def forget_mult(f: Tensor, x: Tensor, h0: Optional[Tensor] = None, backend: Opti
 def forget_mult_with_last(
     f: Tensor, x: Tensor, h0: Optional[Tensor] = None, backend: Optional[str] = None
 ) -> Tuple[Tensor, Tensor]:
-    """``forget_mult``'s states c (T, B, H) and the last one, c_T (B, H), as a tensor
-    of its own: a gradient at c_T costs no (T, B, H) block (the CPU kernels start
-    their carried gradient with it), and keeping c_T does not keep c."""
+    """``forget_mult``'s states c (T, B, H) and the last one, c_T (B, H). On the
+    compiled paths c_T is a tensor of its own: a gradient at c_T costs no
+    (T, B, H) block (the CPU kernels start their carried gradient with it), and
+    a detached c_T does not keep c alive; the reference loop gives c[-1]."""
     _check_inputs(f, x, h0)
     kept = state_dtype(f.dtype)
     kernels = _resolve(backend, f.device)

@@ -3,14 +3,16 @@
 A large block that PyTorch frees on a CPU goes back to the system (glibc
 unmaps or trims it), and the next block of that size is faulted in page by
 page when first written: about 0.4 ms a megabyte on this project's
-benchmark machine, which at the base shape cost the forget-mult more than its
-own work (BENCHMARKS.md). ``RecycledBuffers`` keeps such blocks: each is a
-NumPy array whose memory the tensors handed out share (``torch.from_numpy``
-keeps the array alive while any tensor, view or saved tensor uses the
-memory), so a buffer is free again exactly when the pool holds the only
-reference to its array. Nothing process-wide changes: PyTorch's and glibc's
-allocators and their settings stay as they are; the pool itself keeps at most
-``limit_bytes`` of buffers, and smaller blocks come from ``torch.empty``.
+benchmark machine (BENCHMARKS.md, "Forget-mult"), more than the forget-mult's
+own work at the base shape. ``RecycledBuffers`` keeps such blocks: each is a
+NumPy array whose memory the tensors handed out share (their storage keeps
+the array alive while any tensor, view or saved tensor uses the memory), so
+a buffer is free again exactly when the pool holds the only reference to its
+array. Nothing process-wide changes: PyTorch's and glibc's allocators and
+their settings stay as they are. The pool keeps at most ``limit_bytes`` of
+buffers, in use or free, for the life of the process (a buffer is reused for
+a block of exactly its size; ``clear()`` lets the free ones go), and smaller
+blocks come from ``torch.empty``.
 """
 
 import math
@@ -42,6 +44,10 @@ class RecycledBuffers:
         self.limit_bytes, self.min_bytes = limit_bytes, min_bytes
         self._arrays: List[np.ndarray] = []  # least recently handed out first
         self._lock = threading.Lock()
+        # the count getrefcount gives for an array only the list holds, measured rather than assumed
+        # (it is an interpreter detail)
+        probe = [np.empty(1)]
+        self._unused_refs = sys.getrefcount(probe[0])
 
     def empty(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
         nbytes = math.prod(shape) * dtype.itemsize
@@ -51,7 +57,9 @@ class RecycledBuffers:
             array = self._take(nbytes)
         if array is None:
             return torch.empty(shape, dtype=dtype)
-        return torch.from_numpy(array).view(dtype).view(shape)
+        # a tensor of its own on the array's storage, not a view (autograd treats views apart,
+        # e.g. an in-place operation on a custom function's output that is a view is an error)
+        return torch.empty(0, dtype=dtype).set_(torch.from_numpy(array).untyped_storage(), 0, tuple(shape))
 
     def held_bytes(self) -> int:
         """Bytes of the buffers the pool keeps, in use or free."""
@@ -64,8 +72,7 @@ class RecycledBuffers:
             self._arrays.clear()
 
     def _is_free(self, index: int) -> bool:
-        # the references then: the list's and getrefcount's argument
-        return sys.getrefcount(self._arrays[index]) == 2
+        return sys.getrefcount(self._arrays[index]) == self._unused_refs
 
     def _take(self, nbytes: int):
         """A free buffer of ``nbytes`` (now the most recent), a new one, or None (over the limit)."""

@@ -73,6 +73,16 @@ def test_gradcheck_float64(output_gate, zoneout):
     assert torch.autograd.gradcheck(run, inputs)
 
 
+def test_shapes_that_do_not_fit_are_one_clear_error():
+    x, weight, bias, cell = _inputs(True, True, True)
+    with pytest.raises(ValueError, match="cell of shape"):
+        fo_pool(x, weight, bias, cell[:2])
+    with pytest.raises(ValueError, match="D columns"):
+        fo_pool(x, weight[:, :4], bias, cell)
+    with pytest.raises(ValueError, match="3 x H rows"):
+        fo_pool(x, weight[:-1], bias, cell)
+
+
 def test_the_fused_path_runs_where_it_should():
     """float32 on a CPU: the fused function; under autocast: the composite path (bfloat16 h)."""
     x, weight, bias, cell = _inputs(True, True, True)
@@ -104,3 +114,37 @@ def test_forget_mult_with_last_gradient_at_the_last_state(backend, which):
         results.append(torch.autograd.grad(loss, inputs))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_equals_composite_through_the_recycled_buffers():
+    """Blocks of 1 MiB (the pool's smallest), two stacked layers, c_T carried with its graph from one
+    layer into the next, three steps (so buffers are handed out again), x transposed (not contiguous),
+    and the gradient of a sum (the same at every step): the fused path equals the composite one."""
+    steps, found = 3, []
+    for path in (fo_pool, _composite):
+        g = torch.Generator().manual_seed(0)
+        x0 = torch.randn(8, 64, 40, generator=g).transpose(0, 1)  # (64, 8, 40), not contiguous
+        weights = [torch.randn(3 * 512, 40, generator=g) / 8, torch.randn(3 * 512, 512, generator=g) / 30]
+        weights = [w.requires_grad_() for w in weights]
+        torch.manual_seed(5)
+        out = []
+        for _ in range(steps):
+            h1, last1 = path(x0, weights[0], None, None, zoneout=0.2, training=True, output_gate=True)
+            h2, last2 = path(h1, weights[1], None, last1, zoneout=0.2, training=True, output_gate=True)
+            grads = torch.autograd.grad(h2.sum() + (last2**2).sum(), weights)
+            out.append([h2.detach(), last2.detach(), *grads])
+        found.append(out)
+    for fused, composite in zip(*found):
+        for a, b in zip(fused, composite):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_outputs_take_in_place_operations_and_double_backward_is_refused():
+    x, weight, bias, cell = _inputs(True, True, True)
+    x = x.detach().repeat(10, 30, 1).requires_grad_()  # (70, 90, 5): 1.4 MiB blocks, from the pool
+    h, last = fo_pool(x, weight, bias, cell.detach().repeat(30, 1))
+    h.mul_(2)  # a tensor of its own, not a view of a buffer
+    v = torch.randn(h.shape, requires_grad=True)
+    (grad_x,) = torch.autograd.grad(h, x, v, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        grad_x.sum().backward()
