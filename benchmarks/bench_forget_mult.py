@@ -13,7 +13,12 @@ with PyTorch at each of ``--threads`` threads for both; ``--runs`` times over,
 so that a ratio is seen more than once. The compiled path's rate is its
 forward + backward traffic (read f, x; write c; read f, x, c, grad; write the
 two gradients) over its time, next to this machine's streaming rate measured
-in the same run (a large tensor copy at the same thread count: read + write).
+in the same run (a large tensor copy at the same thread count: read + write),
+and, once, what a fresh block costs: writing a newly allocated 64 MB block
+against writing the same block again (glibc always maps a block that large
+afresh, and returns it when freed; smaller ones too once enough is freed at
+the top of its heap: the difference is the page faults that the compiled
+path's recycled buffers avoid).
 On a GPU: kernel times (CUDA events) of the one-thread-per-column design (the
 original code's) and of the chunked scan, and the memory bandwidth reached as
 a share of this card's measured device-to-device copy bandwidth.
@@ -70,6 +75,21 @@ def streaming_rate(repeat=5, numel=64 << 20):
     return 2 * 4 * numel / statistics.median(times)
 
 
+def page_fault_cost(repeat=9, numel=16 << 20):
+    """(ms to write a fresh block, ms to write an existing one) of ``numel`` float32, medians."""
+    block = torch.empty(numel)
+    block.fill_(1.0)
+    fresh, again = [], []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        torch.empty(numel).fill_(1.0)
+        fresh.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        block.fill_(1.0)
+        again.append(time.perf_counter() - start)
+    return statistics.median(fresh) * 1e3, statistics.median(again) * 1e3
+
+
 def traffic_bytes(T, B, H, gate_bytes=4, grad_rows=True):
     """Forward: read f, x, write c; backward: read f, x, c (and grad_c, unless it is one row, as the
     gradient of a sum is), write grad_f, grad_x; c and grad_c float32."""
@@ -80,6 +100,13 @@ def cpu_rows(runs, repeat, thread_counts):
     print(f"CPU: torch {torch.__version__}; each figure the median of {repeat} timings of forward + backward")
     before = torch.get_num_threads()
     ratios = {}
+    torch.set_num_threads(1)
+    fresh, again = page_fault_cost()
+    megabytes = (16 << 20) * 4 / 1e6
+    print(
+        f"a {megabytes:.1f} MB block written, one thread: freshly allocated {fresh:.2f} ms, again {again:.2f} ms "
+        f"(page faults: {(fresh - again) / megabytes:.2f} ms a megabyte)"
+    )
     try:
         for run in range(1, runs + 1):
             for threads in thread_counts:

@@ -18,8 +18,9 @@ by (1 - p).
 Two paths, equal to float rounding (``tests/unit/test_fo_pool.py``):
   * composite: ``F.linear`` and PyTorch's element-wise operations under
     autograd (any device, dtype and autocast);
-  * fused, for float32 / float64 on a CPU with the compiled forget-mult and
-    no autocast: one autograd function whose backward is written out (once
+  * fused, for float32 / float64 on a CPU with the compiled forget-mult, no
+    autocast and (T, B, H) blocks of at least the recycled buffers' smallest
+    (1 MiB): one autograd function whose backward is written out (once
     differentiable). Each gate is its own contiguous (T, B, H) block (one
     product per gate), the activations overwrite the products, and the
     forward's blocks and the backward's per-gate ones live in the CPU
@@ -64,11 +65,17 @@ def fo_pool(
         and x.dtype == weight.dtype
         and x.dtype in (torch.float32, torch.float64)
         and not torch.is_autocast_enabled(x.device.type)
+        # blocks the pool recycles; below that one product of all gates is the cheaper path
+        and x.size(0) * x.size(1) * (weight.size(0) // gates) * x.element_size() >= kernels.buffers.min_bytes
     )
     if not fused:
         return _composite(x, weight, bias, cell, zoneout, training, output_gate)
+    return _fused(x, weight, bias, cell, zoneout, training, output_gate, kernels)
+
+
+def _fused(x, weight, bias, cell, zoneout, training, output_gate, kernels):
     T, B = x.shape[:2]
-    H = weight.size(0) // gates
+    H = weight.size(0) // (3 if output_gate else 2)
     keep = None
     if zoneout > 0:
         # the mask as the composite path draws it: same shape and dtype, so the same numbers

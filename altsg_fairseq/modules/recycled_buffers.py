@@ -2,7 +2,7 @@
 
 A large block that PyTorch frees on a CPU goes back to the system (glibc
 unmaps or trims it), and the next block of that size is faulted in page by
-page when first written: about 0.4 ms a megabyte on this project's
+page when first written: about 0.3 ms a megabyte on this project's
 benchmark machine (BENCHMARKS.md, "Forget-mult"), more than the forget-mult's
 own work at the base shape. ``RecycledBuffers`` keeps such blocks: each is a
 NumPy array whose memory the tensors handed out share (their storage keeps

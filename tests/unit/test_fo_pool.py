@@ -7,7 +7,7 @@ import torch
 
 from altsg_fairseq.modules import fo_pool as fo_pool_module
 from altsg_fairseq.modules.fo_pool import fo_pool
-from altsg_fairseq.modules.forget_mult import forget_mult_reference, forget_mult_with_last
+from altsg_fairseq.modules.forget_mult import compiled_cpu_kernels, forget_mult_reference, forget_mult_with_last
 
 T, B, D, H = 7, 3, 5, 6  # D: the input size
 
@@ -40,13 +40,19 @@ def _composite(x, weight, bias, cell, zoneout, training, output_gate):
     return fo_pool_module._composite(x, weight, bias, cell, zoneout, training, output_gate)
 
 
+def _fused(x, weight, bias, cell, zoneout, training, output_gate):
+    """The fused path whatever the size (fo_pool takes it for blocks of 1 MiB and more)."""
+    kernels = compiled_cpu_kernels(x.device)
+    return fo_pool_module._fused(x, weight, bias, cell, zoneout, training, output_gate, kernels)
+
+
 @pytest.mark.parametrize("output_gate", [True, False])
 @pytest.mark.parametrize("zoneout,training", [(0.0, True), (0.4, True), (0.4, False)])
 @pytest.mark.parametrize("bias,cell", [(True, True), (False, False)])
 @pytest.mark.parametrize("which", ["h", "last", "both"])
 def test_fused_equals_composite(output_gate, zoneout, training, bias, cell, which):
     inputs = _inputs(output_gate, bias, cell)
-    fused = _run(fo_pool, inputs, zoneout, training, output_gate, which)
+    fused = _run(_fused, inputs, zoneout, training, output_gate, which)
     composite = _run(_composite, inputs, zoneout, training, output_gate, which)
     for a, b in zip((fused[0], fused[1], *fused[2]), (composite[0], composite[1], *composite[2])):
         if a is None or b is None:
@@ -57,8 +63,8 @@ def test_fused_equals_composite(output_gate, zoneout, training, bias, cell, whic
 
 def test_the_zoneout_mask_matters_and_is_drawn_as_the_composite_draws_it():
     inputs = _inputs(True, True, True)
-    with_mask = _run(fo_pool, inputs, 0.5, True, True, "both")[0]
-    without = _run(fo_pool, inputs, 0.0, True, True, "both")[0]
+    with_mask = _run(_fused, inputs, 0.5, True, True, "both")[0]
+    without = _run(_fused, inputs, 0.0, True, True, "both")[0]
     assert not torch.allclose(with_mask, without)  # half the forget gates zeroed changes the states
 
 
@@ -68,7 +74,7 @@ def test_gradcheck_float64(output_gate, zoneout):
     inputs = _inputs(output_gate, True, True, torch.float64)
 
     def run(x, weight, bias, cell):
-        return fo_pool(x, weight, bias, cell, zoneout=zoneout, training=False, output_gate=output_gate)
+        return _fused(x, weight, bias, cell, zoneout=zoneout, training=False, output_gate=output_gate)
 
     assert torch.autograd.gradcheck(run, inputs)
 
@@ -84,12 +90,20 @@ def test_shapes_that_do_not_fit_are_one_clear_error():
 
 
 def test_the_fused_path_runs_where_it_should():
-    """float32 on a CPU: the fused function; under autocast: the composite path (bfloat16 h)."""
+    """float32 on a CPU with (T, B, H) blocks of 1 MiB or more: the fused function; smaller blocks, or
+    under autocast: the composite path (bfloat16 h under autocast)."""
     x, weight, bias, cell = _inputs(True, True, True)
-    h, last = fo_pool(x, weight, bias, cell)
-    assert type(h.grad_fn).__name__ == "_FusedQRNNBackward" and last.grad_fn is h.grad_fn
+
+    def fused(*inputs):
+        h, last = fo_pool(*inputs)
+        assert last.grad_fn is not None
+        return type(h.grad_fn).__name__ == "_FusedQRNNBackward" and last.grad_fn is h.grad_fn
+
+    assert not fused(x, weight, bias, cell)  # 7 x 3 x 6 numbers a block
+    big_x, big_cell = x.detach().repeat(100, 30, 1), cell.detach().repeat(30, 1)  # 700 x 90 x 6: 1.4 MiB
+    assert fused(big_x, weight, bias, big_cell)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        h, last = fo_pool(x, weight, bias, cell)
+        h, last = fo_pool(big_x, weight, bias, big_cell)
     assert h.dtype == torch.bfloat16 and last.dtype == torch.float32
     assert type(h.grad_fn).__name__ != "_FusedQRNNBackward"
 
@@ -141,8 +155,9 @@ def test_fused_equals_composite_through_the_recycled_buffers():
 
 def test_outputs_take_in_place_operations_and_double_backward_is_refused():
     x, weight, bias, cell = _inputs(True, True, True)
-    x = x.detach().repeat(10, 30, 1).requires_grad_()  # (70, 90, 5): 1.4 MiB blocks, from the pool
+    x = x.detach().repeat(100, 30, 1).requires_grad_()  # (700, 90, 5): 1.5 MB blocks, from the pool
     h, last = fo_pool(x, weight, bias, cell.detach().repeat(30, 1))
+    assert type(h.grad_fn).__name__ == "_FusedQRNNBackward"
     h.mul_(2)  # a tensor of its own, not a view of a buffer
     v = torch.randn(h.shape, requires_grad=True)
     (grad_x,) = torch.autograd.grad(h, x, v, create_graph=True)
