@@ -41,7 +41,7 @@ from fairseq.file_io import PathManager
 from omegaconf import DictConfig, ListConfig, base, nodes
 
 from .distributed import world_size
-from .errors import UsageError
+from .errors import AgreedStop, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def broadcast_object(obj, src_rank, group, dist_device=None):
     with torch.serialization.safe_globals(BROADCAST_TYPES):
         obj = _fairseq_broadcast(obj, src_rank, group, dist_device)
     if isinstance(obj, dict) and UNREADABLE in obj:
-        raise UsageError(obj[UNREADABLE])
+        raise AgreedStop(obj[UNREADABLE])  # every worker, the first included, got this line
     return obj
 
 

@@ -11,3 +11,11 @@ class UsageError(SystemExit):
     def __init__(self, message: str):
         self.message = message
         super().__init__(f"altsg_fairseq: error: {message}")
+
+
+class AgreedStop(UsageError):
+    """A ``UsageError`` that every data-parallel worker raises at the same point of a run, decided
+    on what all of them hold (losses summed over the workers, the line the first worker sent in
+    place of a checkpoint it could not read): the workers close the process group together before
+    exiting, so that none exits while another still holds its connections (gloo's threads then
+    abort that process: "terminate called without an active exception")."""

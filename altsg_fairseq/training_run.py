@@ -32,7 +32,7 @@ from fairseq import checkpoint_utils
 from fairseq.distributed import utils as distributed_utils
 
 from . import distributed
-from .errors import UsageError
+from .errors import AgreedStop, UsageError
 from .patching import Patch, in_place
 from .tasks import evaluation
 
@@ -201,7 +201,8 @@ def train_main(main, cfg, **kwargs):
         try:
             result = main(cfg, **kwargs)
         except SystemExit as stop:
-            if stop.code in (0, EXIT_STATUS):  # a stop every worker agreed on (complete, or a stop signal)
+            # a stop every worker agreed on: complete, a stop signal, or an error all of them found
+            if stop.code in (0, EXIT_STATUS) or isinstance(stop, AgreedStop):
                 distributed.close_together()
             raise
         except RuntimeError as e:

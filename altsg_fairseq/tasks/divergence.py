@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from .. import distributed
-from ..errors import UsageError
+from ..errors import AgreedStop
 
 READ = ("nll_loss", "loss", "ntokens")  # what stop_if_diverged reads of a logging output
 
@@ -57,7 +57,8 @@ def stop_if_diverged(logging_output: dict, update: int, dictionary_size: int) ->
         if math.isfinite(bits)
         else f"{bits}"
     )
-    raise UsageError(
+    # every worker decides on the same (summed) losses at the same update
+    raise AgreedStop(
         f"training diverged at update {update}: the loss is {what}; the run stops here "
         f"(checkpoints saved before stay as they were): lower --lr or set --clip-norm"
     )
