@@ -140,14 +140,10 @@ class _FusedQRNN(torch.autograd.Function):
         empty = kernels.buffers.empty
         # the gradient at every state through h (times O with an output gate); the kernel starts its
         # carried gradient with c_T's
-        if grad_h is None:
-            grad_c = c.new_zeros((1, B * H))  # the CPU kernels read one row as every step's
-        elif ctx.output_gate:
+        if ctx.output_gate and grad_h is not None:
             grad_c = torch.mul(grad_h, o, out=empty((T, B, H), c.dtype)).view(T, -1)
-        elif grad_h.stride(0) == 0:  # the same at every step (from a sum or a mean): one row
-            grad_c = grad_h[:1].contiguous().view(1, -1)
         else:
-            grad_c = grad_h.contiguous().view(T, -1)
+            grad_c = kernels.grad_rows(grad_h, T, B * H).to(c.dtype)
         grad_f, grad_z, grad_h0 = kernels.backward(
             f.view(T, -1), z.view(T, -1), h0.reshape(-1), c.view(T, -1), grad_c, grad_last
         )

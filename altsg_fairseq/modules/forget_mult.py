@@ -80,7 +80,19 @@ class _NumbaKernels:
         self.impl = forget_mult_cpu
         self.reads = (torch.float32, torch.float64, torch.bfloat16)
         self.one_row_grad = True  # backward takes a (1, N) grad_c meaning the same row at every step
+        self.takes_grad_last = True  # backward starts its carried gradient with c_T's
         self.buffers = RecycledBuffers()
+
+    @staticmethod
+    def grad_rows(grad: Optional[Tensor], T: int, N: int) -> Tensor:
+        """An incoming gradient of the states (any shape of T x N numbers, or None: none) as
+        ``backward`` reads it: (T, N) contiguous, or (1, N) when it is the same at every step
+        (expanded from a sum or a mean: stride 0 over time), zeros for None."""
+        if grad is None:
+            return torch.zeros((1, N))
+        if grad.stride(0) == 0:
+            return grad[:1].reshape(1, N).contiguous()
+        return grad.contiguous().view(T, N)
 
     @staticmethod
     def _array(t):
@@ -147,20 +159,16 @@ class _CompiledForgetMult(torch.autograd.Function):
     def backward(ctx, grad_c, grad_last):
         f2, x2, h02, c = ctx.saved_tensors
         kernels, shape = ctx.kernels, ctx.shape
-        one_row = getattr(kernels, "one_row_grad", False)
-        if grad_c is None:
-            grad_c = c.new_zeros((1, c.size(1)) if one_row else c.shape)
-        elif one_row and grad_c.stride(0) == 0:
-            # the same gradient at every step (expanded from a sum or a mean): the CPU kernels read its one row
-            grad_c = grad_c[:1].contiguous().view(1, -1)
+        if hasattr(kernels, "grad_rows"):  # the CPU kernels: one row for a gradient the same at every step
+            grad_c = kernels.grad_rows(grad_c, *c.shape).to(c.dtype)
         else:
-            grad_c = grad_c.contiguous().view_as(c)
+            grad_c = c.new_zeros(c.shape) if grad_c is None else grad_c.contiguous().view_as(c)
         if grad_last is None:
             grads = kernels.backward(f2, x2, h02, c, grad_c)
-        elif one_row:  # the CPU kernels
+        elif getattr(kernels, "takes_grad_last", False):
             grads = kernels.backward(f2, x2, h02, c, grad_c, grad_last)
-        else:
-            grad_c = grad_c.expand_as(c).clone()
+        else:  # the CUDA kernels: c_T's gradient added to the last row
+            grad_c = grad_c.clone()
             grad_c[-1] += grad_last.reshape(-1)
             grads = kernels.backward(f2, x2, h02, c, grad_c)
         grad_f, grad_x, grad_h0 = grads
